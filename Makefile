@@ -16,7 +16,7 @@ export VLLM_CACHE_ROOT := $(CURDIR)/.cache/vllm
 export TORCHINDUCTOR_CACHE_DIR := $(CURDIR)/.cache/inductor
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: install run test test-fast bench clean
+.PHONY: install run test test-fast lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -36,6 +36,9 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(VPY) -m pytest tests -m "not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do $(VPY) $$b || exit 1; done

@@ -25,7 +25,11 @@ import os
 from typing import Sequence
 
 from nous_ray.data.case_formats import (
-    CaseError, functional_input, functional_output, loads_json_field, stdin_text,
+    CaseError,
+    functional_input,
+    functional_output,
+    loads_json_field,
+    stdin_text,
 )
 from nous_ray.data.collect import collect
 from nous_ray.data.problem import Problem, TestCase

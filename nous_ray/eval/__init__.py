@@ -18,8 +18,14 @@ Public API::
     sinks.log(step, metrics_for_log(summary))                     # eval/pass@1, eval/pass@4, ...
 """
 
-from nous_ray.eval.engine import (EngineSettings, ModelRope, long_context_settings, max_tokens_within, read_model_rope,
-                                  yarn_hf_overrides)
+from nous_ray.eval.engine import (
+                                  EngineSettings,
+                                  ModelRope,
+                                  long_context_settings,
+                                  max_tokens_within,
+                                  read_model_rope,
+                                  yarn_hf_overrides,
+)
 from nous_ray.eval.records import EvalResumeError, ResultsFile, complete_problems, make_record, read_records
 from nous_ray.eval.report import format_table, plot_pass_at_1, read_eval_history
 from nous_ray.eval.runner import eval_sampling, evaluate

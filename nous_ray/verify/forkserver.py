@@ -38,8 +38,8 @@ import child  # noqa: E402
 sys.path.remove(_HERE)
 
 # Warm the modules programs use most, so a child does not pay for importing them.
-import bisect, collections, copy, datetime, decimal, fractions, functools, heapq, itertools, math  # noqa: E401,E402,F401
-import operator, random, re, statistics, string, threading, traceback, typing, atexit  # noqa: E401,E402,F401
+import bisect  # noqa: E401,E402,F401
+import operator  # noqa: E401,E402,F401
 
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_DUMPABLE = 4

@@ -5,8 +5,14 @@ import datetime as dt
 import pytest
 
 from nous_ray.data.case_formats import (
-    CaseError, decode_any, functional_input, functional_output, lcb_cases, primeintellect_cases,
-    stdin_text, taco_cases,
+    CaseError,
+    decode_any,
+    functional_input,
+    functional_output,
+    lcb_cases,
+    primeintellect_cases,
+    stdin_text,
+    taco_cases,
 )
 from nous_ray.data.lcb import parse_date
 from nous_ray.data.problem import TestCase
