@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import asdict, dataclass
+from functools import cached_property
 
 import torch
 
@@ -42,7 +43,7 @@ class ScoredGroup:
     samples: list[Sample]  # the samples kept, with advantage set
     useful: bool  # False: dropped by dynamic sampling or infra errors
 
-    @property
+    @cached_property  # the buffer asks at every change; the samples never change once scored
     def version(self) -> int:
         """The oldest policy version among its samples (staleness is judged by the oldest)."""
         return min(s.version for s in self.samples)

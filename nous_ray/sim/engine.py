@@ -29,8 +29,10 @@ from nous_ray.sim.clock import SimClock
 from nous_ray.sim.cost import CostModel
 from nous_ray.sim.workload import ConstantSeq, Workload
 
-# Decode steps per event at most, so the KV read (which grows every step) is re-evaluated often.
-CHUNK_STEPS = 512
+# Decode steps per event at most. The step time is linear in the KV read, which grows by the batch
+# every step, so evaluating it at an interval's midpoint is exact; the bound keeps the compute-bound
+# branch (and rounding) honest.
+CHUNK_STEPS = 4096
 
 
 class EngineCrashed(RuntimeError):
@@ -95,6 +97,7 @@ class SimEngine:
         self._context = 0.0  # tokens read per step: every running sequence's prompt + decoded tokens
         self._t = None  # time of the last advance
         self._tau = 0.0  # seconds per decode step in the current interval
+        self._k, self._interval = 0.0, 0.0  # its planned steps and duration
         self._stall_until = 0.0  # prefill or an in-flight load: no decoding until then
         self._busy_since = None
         self._wake: asyncio.Future | None = None  # done when something arrives for the event loop
@@ -209,8 +212,8 @@ class SimEngine:
             self.records.busy_s += now - t0
             self.records.batch_s += b * (now - t0)
         elapsed = now - max(t0, min(now, self._stall_until))
-        if b and elapsed > 0 and self._tau > 0:
-            steps = elapsed / self._tau
+        if b and elapsed > 0:
+            steps = self._steps_within(b, elapsed)
             self._steps += steps
             self._usage += b * steps
             self._context += b * steps
@@ -224,6 +227,23 @@ class SimEngine:
         elif not busy and self._busy_since is not None:
             self.records.busy_intervals.append((self._busy_since, now))
             self._busy_since = None
+
+    def _steps_within(self, b: int, elapsed: float) -> float:
+        """Decode steps done in ``elapsed`` seconds from the interval's start: the k with
+        k * step_time(context + b (k - 1) / 2) = elapsed (the step time grows as the KV does)."""
+        k = self._k
+        if self._interval <= 0:  # a late wake after a stall: at the current step time
+            return elapsed / self.cost.decode_step_s(b, self._context)
+        if elapsed >= self._interval - 1e-12:  # the whole interval planned (or more, on a late wake)
+            return k * elapsed / self._interval
+        lo, hi = 0.0, k
+        for _ in range(60):  # bisection: the duration of k steps is increasing in k
+            mid = (lo + hi) / 2
+            if mid * self.cost.decode_step_s(b, self._context + b * max(0.0, mid - 1) / 2) < elapsed:
+                lo = mid
+            else:
+                hi = mid
+        return (lo + hi) / 2
 
     def _finish_due(self) -> None:
         eps = 1e-6
@@ -300,6 +320,7 @@ class SimEngine:
         if not self._running:
             return None
         if self._stall_until > now:
+            self._k = self._interval = 0.0
             return self._stall_until - now
         b = len(self._running)
         while self._ends and self._ends[0][2] not in self._running:
@@ -308,8 +329,11 @@ class SimEngine:
         free = self.capacity - self._usage
         if b * k > free:  # the cache fills first: stop there to preempt
             k = max(1.0, free / b)
-        self._tau = self.cost.decode_step_s(b, self._context + b * k / 2)
-        return max(k, 0.0) * self._tau
+        # step j of the interval reads the context plus j tokens per sequence: the mean is at (k - 1) / 2
+        self._k = max(k, 0.0)
+        self._tau = self.cost.decode_step_s(b, self._context + b * max(0.0, k - 1) / 2)
+        self._interval = self._k * self._tau
+        return self._interval
 
     def _note_load(self, start: float, end: float) -> None:
         self.records.load_s += end - start

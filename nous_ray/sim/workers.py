@@ -10,6 +10,7 @@ seconds. The Ray-actor versions (``actors/sim.py``) wrap the same pieces. Faults
 from __future__ import annotations
 
 import asyncio
+import heapq
 import json
 import random
 from dataclasses import dataclass, field
@@ -32,28 +33,30 @@ def verdict_of(text: str) -> dict:
 
 
 class SimVerifier:
-    """Programs run ``cost.verify_slots()`` at a time; each takes ``cost.program_s``."""
+    """Programs run ``slots`` at a time (``cost.verify_slots()`` by default), first come first served;
+    each takes ``cost.program_s``. The queue is computed, not awaited per program: each slot's next free
+    time is known, so a group needs one wait (for its last program) however many programs it has."""
 
     def __init__(self, cost: CostModel, clock: SimClock, seed: int = 0, slots: int | None = None):
         self.cost, self.clock = cost, clock
         self.rng = random.Random(f"{seed}:verify")
-        self._slots = asyncio.Semaphore(slots or cost.verify_slots())
+        self._free_at = [0.0] * (slots or cost.verify_slots())  # a heap: when each slot is next free
         self.program_s = 0.0  # program-seconds of verification done
         self.programs = 0
 
-    async def _program(self, problem: Problem, text: str) -> dict:
-        u, fail_infra = self.rng.random(), self.rng.random() < self.cost.sim.infra_error_rate
-        async with self._slots:
-            d = self.cost.program_s(text == PASS, u, len(problem.tests) or None)
-            await self.clock.sleep(d)
-        self.program_s += d
-        self.programs += 1
-        if fail_infra:
-            return {"verdict": "infra_error", "reward": None}
-        return verdict_of(text)
-
     async def verify_group(self, problem: Problem, completions: list[str]) -> list[dict]:
-        return list(await asyncio.gather(*(self._program(problem, c) for c in completions)))
+        now, done, out = self.clock.now(), self.clock.now(), []
+        for text in completions:
+            d = self.cost.program_s(text == PASS, self.rng.random(), len(problem.tests) or None)
+            end = max(now, heapq.heappop(self._free_at)) + d
+            heapq.heappush(self._free_at, end)
+            done = max(done, end)
+            self.program_s += d
+            self.programs += 1
+            infra = self.rng.random() < self.cost.sim.infra_error_rate
+            out.append({"verdict": "infra_error", "reward": None} if infra else verdict_of(text))
+        await self.clock.sleep(done - now)
+        return out
 
 
 @dataclass
