@@ -29,8 +29,8 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=None, help="YAML config (default: configs/tiny.yaml)")
     p.add_argument("--steps", type=int, default=20, help="steps to simulate (default 20)")
-    p.add_argument("--splits-steps", type=int, default=8,
-                   help="steps per candidate split of the cluster (default 8; 0 = do not compare splits)")
+    p.add_argument("--splits-steps", type=int, default=6,
+                   help="steps per candidate split of the cluster (default 6; 0 = do not compare splits)")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout instead of the table")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. trainer.prompts_per_step=64")
     return p.parse_args(argv)

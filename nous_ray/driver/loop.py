@@ -138,6 +138,8 @@ class Driver:
         each. Returns ``(worker, group id, problem index)`` per prompt taken."""
         # Buffered groups count too: they wait for the learners just like those still in flight.
         room = self.max_outstanding - len(self._outstanding) - len(self.buffer)
+        if room <= 0:
+            return []
         cap = self.cfg.rollout.max_prompts_per_worker
         ready = [i for i in range(self.w.rollout.size) if self._worker_ready(i)]
         taken = []
@@ -246,7 +248,14 @@ class Driver:
             self._changed.set()
 
     def _watch(self, fut):
-        fut.add_done_callback(lambda _: self._changed.set())  # a worker that loaded its weights is ready
+        """A worker that loaded its weights is ready for prompts. A failed load is seen by
+        ``_worker_ready`` (or, once superseded by a newer publish, by the worker's next call)."""
+        def done(f):
+            if not f.cancelled():
+                f.exception()  # retrieved here: a superseded failure is not an unhandled one
+            self._changed.set()
+
+        fut.add_done_callback(done)
         return fut
 
     # ---- verification -----------------------------------------------------------------------

@@ -95,11 +95,13 @@ def _measured(cost: CostModel, workers, summary: dict, rows: list[dict]) -> dict
     def within(intervals) -> float:
         return sum(max(0.0, min(b, window[1]) - max(a, window[0])) for a, b in intervals)
 
-    busy = []
+    busy, load = [], []
     for e in pool.engines:  # busy intervals still open at the end run to the end
         iv = list(e.records.busy_intervals) + ([(e._busy_since, window[1])] if e._busy_since is not None else [])
-        busy.append(within(iv) / T if T else 0.0)
-    load = [within(e.load_intervals) / T if T else 0.0 for e in engines]
+        loads = e.records.load_intervals
+        overlap = sum(within([(max(a, c), min(b, d))]) for a, b in iv for c, d in loads if c < b and a < d)
+        busy.append((within(iv) - overlap) / T if T else 0.0)  # an in-flight load pauses a busy engine
+        load.append(within(loads) / T if T else 0.0)
     allowed = _mean(steady, "rollout_allowed_frac")
     total_tokens = sum(r.tokens for r in recs)
     wall_all = sum(r["time_step_s"] for r in rows)
