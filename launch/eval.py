@@ -29,7 +29,6 @@ Examples::
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import copy
 import logging
@@ -43,24 +42,23 @@ from nous_ray.env import apply_stack_env, setup_logging, start_ray  # noqa: E402
 
 apply_stack_env()
 
-from nous_ray.config import Config, ConfigError, load_config  # noqa: E402
+from launch.cli import config_parser, load_cli_config  # noqa: E402
+from nous_ray.config import Config, load_config  # noqa: E402
 from nous_ray.driver.checkpoint import CHECKPOINT_DONE  # noqa: E402
 
 log = logging.getLogger("nous_ray.eval")
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = config_parser(__doc__, "eval.n_samples=4")
     p.add_argument("--model", required=True, help='"tiny", a Hugging Face folder or hub name, or a training '
                    "checkpoint <run_dir>/checkpoints/step_N")
-    p.add_argument("--config", default=None, help="YAML config (default: configs/tiny.yaml)")
     p.add_argument("--out", default=None, help="output folder (default: eval.out_dir, else "
                    "<run_dir>/eval/step_N for a checkpoint, else runs/eval/<model name>)")
     p.add_argument("--run-dir", default=None, help="a training run whose metrics.jsonl eval/pass@1 "
                    "entries are plotted by step (found automatically for a checkpoint)")
     p.add_argument("--fresh", action="store_true", help="discard earlier results in the output folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. eval.n_samples=4")
     return p.parse_args(argv)
 
 
@@ -120,10 +118,8 @@ def engine_report(pool) -> list | None:
 def main(argv=None) -> int:
     setup_logging()
     args = parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
+    cfg = load_cli_config(args)
+    if cfg is None:
         return 2
 
     from transformers import AutoTokenizer

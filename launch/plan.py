@@ -10,7 +10,6 @@ step time of every rollout/learner split of the cluster (``--splits-steps 0`` sk
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -22,26 +21,22 @@ from nous_ray.env import apply_stack_env  # noqa: E402
 
 apply_stack_env()
 
-from nous_ray.config import ConfigError, load_config  # noqa: E402
+from launch.cli import config_parser, load_cli_config  # noqa: E402
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=None, help="YAML config (default: configs/tiny.yaml)")
+    p = config_parser(__doc__, "trainer.prompts_per_step=64")
     p.add_argument("--steps", type=int, default=20, help="steps to simulate (default 20)")
     p.add_argument("--splits-steps", type=int, default=6,
                    help="steps per candidate split of the cluster (default 6; 0 = do not compare splits)")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout instead of the table")
-    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. trainer.prompts_per_step=64")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
+    cfg = load_cli_config(args)
+    if cfg is None:
         return 2
     from nous_ray.sim.planner import compare_splits, format_report, simulate
 

@@ -9,7 +9,6 @@ command again resumes from it (``trainer.resume=auto``).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import sys
@@ -23,14 +22,12 @@ from nous_ray.env import apply_stack_env, setup_logging, start_ray  # noqa: E402
 
 apply_stack_env()
 
-from nous_ray.config import Config, ConfigError, load_config, save_config  # noqa: E402
+from launch.cli import config_parser, load_cli_config  # noqa: E402
+from nous_ray.config import Config, save_config  # noqa: E402
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=None, help="YAML config (default: configs/tiny.yaml)")
-    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. trainer.steps=20")
-    return p.parse_args(argv)
+    return config_parser(__doc__, "trainer.steps=20").parse_args(argv)
 
 
 def prepare_inputs(cfg: Config, model_path: str):
@@ -107,11 +104,8 @@ def run(cfg: Config, run_dir: Path, workers, model_path: str, progress=print) ->
 
 def main(argv=None) -> int:
     setup_logging()
-    args = parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
+    cfg = load_cli_config(parse_args(argv))
+    if cfg is None:
         return 2
     run_dir = Path(cfg.run.run_dir)
     if not run_dir.is_absolute():

@@ -13,7 +13,7 @@ import asyncio
 import heapq
 import json
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from nous_ray.config import Config, OptimConfig
@@ -61,11 +61,11 @@ class SimVerifier:
 
 @dataclass
 class LearnerRecords:
+    """Seconds the learner group spent training and publishing weights; steps trained."""
+
     train_s: float = 0.0
     sync_s: float = 0.0
     steps: int = 0
-    tokens: int = 0
-    intervals: list = field(default_factory=list)  # (start, end, what)
 
 
 class LearnerLost(RuntimeError):
@@ -87,24 +87,21 @@ class SimLearner:
         if self._lost:
             raise LearnerLost(self._lost)
 
-    async def _busy(self, seconds: float, what: str) -> None:
+    async def _busy(self, seconds: float) -> None:
         self._check()
-        start = self.clock.now()
         await self.clock.sleep(seconds)
         self._check()
-        self.records.intervals.append((start, self.clock.now(), what))
 
     async def train_lengths(self, seq_lens: list[int], response_tokens: int) -> dict:
         """One RL step over sequences of these lengths (prompt + response)."""
         d = self.cost.train_step_s(seq_lens)
-        await self._busy(d, "train")
+        await self._busy(d)
         self.records.train_s += d
         self.records.steps += 1
-        self.records.tokens += response_tokens
         return {"loss": 0.0, "tokens": response_tokens}
 
     async def forward_lengths(self, seq_lens: list[int]) -> None:
-        await self._busy(self.cost.logprobs_s(seq_lens), "forward")
+        await self._busy(self.cost.logprobs_s(seq_lens))
 
     async def train_step(self, samples: list[Sample], temperature: float = 1.0) -> dict:
         return await self.train_lengths([s.num_tokens for s in samples], sum(len(s.response_ids) for s in samples))
@@ -122,7 +119,7 @@ class SimLearner:
 
     async def publish_weights(self) -> None:
         d = self.cost.sync_learner_s()
-        await self._busy(d, "sync")
+        await self._busy(d)
         self.records.sync_s += d
 
     async def save_checkpoint(self, path: str, shard: str = "rank_0") -> str:
