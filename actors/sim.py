@@ -68,11 +68,8 @@ class SimRolloutActor:
     async def records(self) -> dict:
         """The engine's own records (simulated seconds), busy periods still open closed at ``now``."""
         e = self._engine()
-        e._advance(e.clock.now())
-        r = e.records
-        busy = list(r.busy_intervals) + ([(e._busy_since, e.clock.now())] if e._busy_since is not None else [])
-        return {**r.summary(), "busy_intervals": busy, "load_intervals": list(r.load_intervals),
-                "node": _node_id(), "now": e.clock.now()}
+        return {**e.records.summary(), "busy_intervals": e.busy_intervals(),
+                "load_intervals": list(e.records.load_intervals), "node": _node_id(), "now": e.clock.now()}
 
     async def node(self) -> str:
         return _node_id()

@@ -179,6 +179,15 @@ class SimEngine:
     def num_running(self) -> int:
         return len(self._running)
 
+    def busy_intervals(self, now: float | None = None) -> list[tuple[float, float]]:
+        """The engine's busy periods, one still open ending ``now`` (default: the clock's now, on the
+        engine's event loop)."""
+        if now is None:
+            now = self.clock.now()
+            self._advance(now)
+        open_ = [(self._busy_since, max(now, self._busy_since))] if self._busy_since is not None else []
+        return list(self.records.busy_intervals) + open_
+
     # ---- the event loop -----------------------------------------------------------------------
 
     def _check_alive(self) -> None:

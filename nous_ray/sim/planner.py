@@ -57,8 +57,13 @@ def simulate(cfg: Config, steps: int = 20) -> dict:
             summary = await driver.run()
             return workers, summary
 
-        logging.getLogger("nous_ray.driver").setLevel(logging.ERROR)
-        workers, summary = run_virtual(main())
+        quiet = logging.getLogger("nous_ray.driver")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)  # a simulated run's warnings are the stand-ins' business
+        try:
+            workers, summary = run_virtual(main())
+        finally:
+            quiet.setLevel(level)
         rows = [r for r in read_metrics(run_dir) if "time_step_s" in r]
     return {**report, **_measured(cost, workers, summary, rows), "fits": True, "error": None,
             "real_s": time.monotonic() - t_real}
@@ -96,9 +101,8 @@ def _measured(cost: CostModel, workers, summary: dict, rows: list[dict]) -> dict
         return sum(max(0.0, min(b, window[1]) - max(a, window[0])) for a, b in intervals)
 
     busy, load = [], []
-    for e in pool.engines:  # busy intervals still open at the end run to the end
-        iv = list(e.records.busy_intervals) + ([(e._busy_since, window[1])] if e._busy_since is not None else [])
-        loads = e.records.load_intervals
+    for e in pool.engines:
+        iv, loads = e.busy_intervals(now=window[1]), e.records.load_intervals
         overlap = sum(within([(max(a, c), min(b, d))]) for a, b in iv for c, d in loads if c < b and a < d)
         busy.append((within(iv) - overlap) / T if T else 0.0)  # an in-flight load pauses a busy engine
         load.append(within(loads) / T if T else 0.0)
