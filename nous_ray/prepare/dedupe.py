@@ -6,6 +6,8 @@ Near: Jaccard similarity of the statements' word ``n``-gram shingle sets at or a
 (``datasketch``), tuned to 0.8 x the threshold so that pairs at the threshold are rarely missed; every
 candidate pair is then checked with the exact Jaccard similarity, so the threshold is the one applied.
 Near-duplicate pairs are joined into groups (a chain A~B~C is one group); each group keeps one member.
+Statements shorter than ``min_words`` words take part in the exact check only: the similarity of
+one-liners says little (``Print the largest.`` / ``Print the smallest.`` share 80% of their 5-grams).
 
 Which copy stays: the most tests, then the most reference solutions, then the first read.
 """
@@ -69,8 +71,8 @@ def near_duplicate_pairs(shingles: list[set[str]], threshold: float, num_perm: i
     return sorted(pairs)
 
 
-def dedupe(problems: list[Problem], *, ngram: int = 5, threshold: float = 0.7, num_perm: int = 128,
-           progress: bool = False) -> StageResult:
+def dedupe(problems: list[Problem], *, ngram: int = 5, threshold: float = 0.7, min_words: int = 20,
+           num_perm: int = 128, progress: bool = False) -> StageResult:
     """Drop exact, then near duplicates; the kept problems stay in input order."""
     rank = keep_rank(problems)
     dropped: dict[int, Dropped] = {}
@@ -84,7 +86,8 @@ def dedupe(problems: list[Problem], *, ngram: int = 5, threshold: float = 0.7, n
             dropped[i] = Dropped(problems[i], "exact_duplicate", f"of {problems[best].id}")
 
     left = [i for i in range(len(problems)) if i not in dropped]
-    shingles = [ngrams(words(problems[i].prompt), ngram) for i in left]
+    tokens = [words(problems[i].prompt) for i in left]
+    shingles = [ngrams(t, ngram) if len(t) >= min_words else set() for t in tokens]
     groups = _Groups(len(left))
     best_sim: dict[tuple[int, int], float] = {}
     for a, b, sim in near_duplicate_pairs(shingles, threshold, num_perm, progress):
@@ -105,5 +108,5 @@ def dedupe(problems: list[Problem], *, ngram: int = 5, threshold: float = 0.7, n
 
     kept = [p for i, p in enumerate(problems) if i not in dropped]
     return StageResult(kept, [dropped[i] for i in sorted(dropped)],
-                       info={"ngram": ngram, "threshold": threshold, "num_perm": num_perm,
+                       info={"ngram": ngram, "threshold": threshold, "min_words": min_words, "num_perm": num_perm,
                              "similarity": "jaccard of word n-gram shingles (MinHash LSH candidates, exact check)"})

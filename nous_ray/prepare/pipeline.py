@@ -42,6 +42,7 @@ def check_prepare_config(cfg: Config) -> None:
 
     need(c.dedupe_ngram >= 1, "dedupe_ngram", "must be >= 1")
     need(0.0 < c.dedupe_threshold <= 1.0, "dedupe_threshold", "must be in (0, 1]")
+    need(c.dedupe_min_words >= 0, "dedupe_min_words", "must be >= 0")
     need(c.minhash_num_perm >= 16, "minhash_num_perm", "must be >= 16")
     need(c.decontam_ngram >= 1, "decontam_ngram", "must be >= 1")
     need(0.0 < c.decontam_threshold <= 1.0, "decontam_threshold", "must be in (0, 1]")
@@ -93,7 +94,7 @@ def prepare(cfg: Config, train: list[str], eval_source: str | None, out_dir: str
     # 2. duplicates inside the training set
     if pc.dedupe:
         res = dedupe(problems, ngram=pc.dedupe_ngram, threshold=pc.dedupe_threshold,
-                     num_perm=pc.minhash_num_perm, progress=progress)
+                     min_words=pc.dedupe_min_words, num_perm=pc.minhash_num_perm, progress=progress)
         report.add_result("dedupe", problems, res, origin)
         problems = res.kept
     else:

@@ -8,6 +8,7 @@ reason is the field the loader names), or stop the run with the loader's error.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -50,9 +51,15 @@ def parse_source(text: str) -> SourceSpec:
 
 
 def label_sources(specs: list[SourceSpec]) -> list[SourceSpec]:
-    """Report labels: the NAME part, or the whole text where two sources share a NAME."""
+    """Report labels: the NAME part, or the whole text where two sources share a NAME (and ``#2``,
+    ``#3``... on the repeats of a source given twice)."""
     counts = Counter(s.label for s in specs)
-    return [s if counts[s.label] == 1 else SourceSpec(s.text, s.name, s.subsets, s.path, s.text) for s in specs]
+    out, seen = [], Counter()
+    for s in specs:
+        label = s.label if counts[s.label] == 1 else s.text
+        seen[label] += 1
+        out.append(dataclasses.replace(s, label=label if seen[label] == 1 else f"{label}#{seen[label]}"))
+    return out
 
 
 def malformed_reason(err: ProblemFormatError) -> str:

@@ -20,6 +20,8 @@ def normalize_statement(text: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", text).lower().split())
 
 
+# LaTeX commands (\le, \times, \ldots): dropped, so "1 \le n", "1 <= n" and "1 ≤ n" read alike.
+_LATEX_COMMAND = re.compile(r"\\[A-Za-z]+")
 # Word tokens and sentence ends (which decide whether a capitalized word is a name).
 _TOKEN = re.compile(r"\w+|[.!?:;\n]")
 # One letter, optionally with a short subscript: n, k, A_i, c_1, x2.
@@ -33,11 +35,13 @@ def words(text: str) -> list[str]:
     Renaming does not make a problem new, so names become placeholders: a capitalized word inside a
     sentence (a character, ``Alice`` / ``Bob``) becomes ``<name>`` and a variable (one letter with an
     optional short subscript: ``n``, ``A_i``, ``c_1``) ``<var>``. Words that start a sentence stay
-    themselves (they are capitalized anyway), numbers too.
+    themselves (they are capitalized anyway), numbers too. Symbols and LaTeX commands fall away, so
+    the same statement typeset differently reads alike (and ``a+b`` reads as ``a-b``: one-line
+    statements are compared exactly only, see :mod:`nous_ray.prepare.dedupe`).
     """
     out: list[str] = []
     start = True
-    for tok in _TOKEN.findall(unicodedata.normalize("NFKC", text)):
+    for tok in _TOKEN.findall(_LATEX_COMMAND.sub(" ", unicodedata.normalize("NFKC", text))):
         if tok in ".!?:;\n":
             start = True
             continue
