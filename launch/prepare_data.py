@@ -107,25 +107,23 @@ class PoolSampler:
 def main(argv=None) -> int:
     setup_logging()
     args = parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
-        return 2
-
+    out = Path(args.out)
     from nous_ray.prepare import prepare
     from nous_ray.prepare.sources import SourceError
 
-    out = Path(args.out)
     try:
+        cfg = load_config(args.config, args.overrides)
         prepare(cfg, args.train, args.eval, out, open_sampler=lambda: PoolSampler(cfg, out),
                 progress=not args.no_progress, say=lambda line: print(line, flush=True))
-    except (ConfigError, SourceError, FileNotFoundError, ValueError) as e:
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    except (SourceError, FileNotFoundError, ValueError) as e:
         print(f"prepare: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"prepare: interrupted; the judged problems are saved in {out}: run the same command again to "
-              "resume", file=sys.stderr)
+        print(f"prepare: interrupted; what was judged is saved in {out}: run the same command again to resume",
+              file=sys.stderr)
         return 130
     return 0
 

@@ -5,7 +5,7 @@ interrupted run leaves every finished problem plus at most one torn line (skippe
 line carries two fingerprints: of the problem record itself (statement, tests, solutions, limits)
 and of the settings that shaped the result (judge settings, model, sampling); a line is reused only
 when both match, so an edited problem or another model is computed again, never mixed in. A later
-line for the same problem wins.
+line for the same problem wins; the first write of a run compacts the file to those lines.
 """
 
 from __future__ import annotations
@@ -51,22 +51,22 @@ class ResultCache:
     def put(self, problem: Problem, result: dict) -> dict:
         rec = {"id": problem.id, "key": problem_key(problem), "settings": self.settings, **result}
         if self._f is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            # A torn last line (a crash mid-write) must not swallow the first new one.
-            needs_newline = self.path.exists() and self.path.stat().st_size > 0 and not self._ends_with_newline()
+            self._compact()
             self._f = open(self.path, "a", encoding="utf-8")
-            if needs_newline:
-                self._f.write("\n")
         self._f.write(json.dumps(rec, ensure_ascii=False) + "\n")
         self._f.flush()
         os.fsync(self._f.fileno())
         self._lines[problem.id] = rec
         return rec
 
-    def _ends_with_newline(self) -> bool:
-        with open(self.path, "rb") as f:
-            f.seek(-1, os.SEEK_END)
-            return f.read(1) == b"\n"
+    def _compact(self) -> None:
+        """Rewrite the file with its latest line per problem (any settings), without torn lines,
+        before the first append."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(rec, ensure_ascii=False) + "\n" for rec in self._lines.values())
+        os.replace(tmp, self.path)
 
     def close(self) -> None:
         if self._f is not None:

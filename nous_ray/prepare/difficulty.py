@@ -59,32 +59,21 @@ async def sample_pass_counts(problems: list[Problem], sampler: Sampler, backend,
                              progress: bool = False) -> dict[str, dict]:
     """Sample and judge ``problems`` (none of them cached); returns id -> pass-count record.
 
-    Each worker keeps ``calls_per_worker`` calls of up to ``per_call`` prompts in flight, so its
-    engine never drains while a finished batch is judged; judging runs beside generation.
+    Each worker runs ``calls_per_worker`` loops that take up to ``per_call`` prompts, generate, then
+    judge and save them: while one loop judges, the other keeps the engine generating. A loop whose
+    call fails stops; the others finish the queue; the first failure is raised at the end, after
+    everything generated has been judged and saved.
     """
     prompt_ids = sampler.encode(problems)
     todo = deque(range(len(problems)))
     records: dict[str, dict] = {}
-    judging: list[asyncio.Future] = []
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=len(problems), desc="difficulty", unit="problem", dynamic_ncols=True)
 
-    async def judge(batch: list[int], groups: dict[int, list]) -> None:
-        items = [(problems[k], s.text) for k in batch for s in groups[k]]
-        results = await backend.averify(items)
-        for m, k in enumerate(batch):
-            verdicts = [r.verdict.value for r in results[m * n:(m + 1) * n]]
-            rec = {"n": n, "passed": verdicts.count(ACCEPTED), "valid": n - verdicts.count(INFRA),
-                   "truncated": sum(s.finish_reason == "length" for s in groups[k]),
-                   "verdicts": dict(sorted(Counter(verdicts).items()))}
-            records[problems[k].id] = cache.put(problems[k], rec) if rec["valid"] == n else rec
-            if bar is not None:
-                bar.update(1)
-
-    async def feed(i: int) -> None:
+    async def loop(i: int) -> None:
         while todo:
             batch = [todo.popleft() for _ in range(min(per_call, len(todo)))]
             reqs = [{"group_id": k, "problem_id": problems[k].id, "prompt_ids": prompt_ids[k]} for k in batch]
@@ -96,17 +85,20 @@ async def sample_pass_counts(problems: list[Problem], sampler: Sampler, backend,
             if short:
                 raise RuntimeError(f"difficulty: rollout worker {i} returned a group of the wrong size "
                                    f"(expected {n}) for {short[:5]}")
-            judging.append(asyncio.ensure_future(judge(batch, groups)))
+            results = await backend.averify([(problems[k], s.text) for k in batch for s in groups[k]])
+            for m, k in enumerate(batch):
+                verdicts = [r.verdict.value for r in results[m * n:(m + 1) * n]]
+                rec = {"n": n, "passed": verdicts.count(ACCEPTED), "valid": n - verdicts.count(INFRA),
+                       "truncated": sum(s.finish_reason == "length" for s in groups[k]),
+                       "verdicts": dict(sorted(Counter(verdicts).items()))}
+                records[problems[k].id] = cache.put(problems[k], rec) if rec["valid"] == n else rec
+                if bar is not None:
+                    bar.update(1)
 
-    feeders = [asyncio.ensure_future(feed(i)) for i in range(sampler.size) for _ in range(calls_per_worker)]
     try:
-        await asyncio.gather(*feeders)
+        outcomes = await asyncio.gather(*(loop(i) for i in range(sampler.size) for _ in range(calls_per_worker)),
+                                        return_exceptions=True)
     finally:
-        for f in feeders:
-            f.cancel()
-        await asyncio.gather(*feeders, return_exceptions=True)
-        # Judge and save what was generated even when generation failed: a re-run need not redo it.
-        outcomes = await asyncio.gather(*judging, return_exceptions=True)
         cache.close()
         if bar is not None:
             bar.close()
