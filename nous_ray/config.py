@@ -233,6 +233,9 @@ class PrepareConfig:
     # (candidates from MinHash LSH, each candidate pair then checked exactly).
     dedupe_ngram: int = 5
     dedupe_threshold: float = 0.7
+    # Statements shorter than this many words are compared exactly only: one changed word of a
+    # one-liner ("print the largest" / "the smallest") is another problem.
+    dedupe_min_words: int = 20
     minhash_num_perm: int = 128
     # Decontamination against the evaluation set, regardless of date: word 13-grams; a training
     # problem is dropped when the 13-grams it shares with one evaluation problem are at least this
