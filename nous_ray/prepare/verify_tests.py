@@ -2,8 +2,8 @@
 
 For each problem: fewer than ``min_tests`` tests -> dropped (``too_few_tests``). Otherwise up to
 ``max_references`` of its reference solutions run through the judge (``make_backend(cfg.verifier)``,
-the judge training uses). A reference that fails is run again test by test (except a compile error
-or no code, which fail every test alike), which gives, per test, which references pass it:
+the judge training uses). A reference that gives a wrong answer or a runtime error is run again test
+by test, which gives, per test, which references pass it:
 
 - no reference passes every test -> dropped as broken (``references_fail``; the detail names the
   tests no reference passes);
@@ -30,8 +30,9 @@ from nous_ray.prepare.stage import Dropped, Note, StageResult
 from nous_ray.prepare.text import normalize_statement
 
 ACCEPTED, INFRA = "accepted", "infra_error"
-# Verdicts that fail every test the same way: judging test by test would tell nothing more.
-WHOLE_PROGRAM = ("compile_error", "no_code")
+# Failures re-run test by test: a different answer. A program that does not compile fails every test
+# alike, and a slow one is no disagreement about a test (and would cost the time limit per test).
+RETEST = ("wrong_answer", "runtime_error")
 
 # Statements that accept any of several answers (checked on the normalized, lower-case text).
 MULTI_ANSWER = re.compile("|".join([
@@ -61,7 +62,7 @@ async def judge_references(problem: Problem, backend, k: int) -> dict:
     refs = problem.solutions[:k]
     whole = await backend.averify([(problem, fence(s)) for s in refs])
     verdicts = [r.verdict.value for r in whole]
-    retest = [j for j, v in enumerate(verdicts) if v not in (ACCEPTED, INFRA) and v not in WHOLE_PROGRAM]
+    retest = [j for j, v in enumerate(verdicts) if v in RETEST]
     per_test: dict[str, list[str]] = {}
     if retest:
         n = len(problem.tests)
@@ -76,7 +77,8 @@ async def judge_references(problem: Problem, backend, k: int) -> dict:
 
 
 def test_matrix(record: dict, n_tests: int) -> list[list[str | None]]:
-    """Per reference, per test: the verdict (None where the judge failed)."""
+    """Per reference, per test: the verdict, None where unknown (the judge failed, or the reference
+    failed as a whole and was not run test by test)."""
     rows = []
     for j, v in enumerate(record["verdicts"]):
         if v == ACCEPTED:
@@ -84,20 +86,22 @@ def test_matrix(record: dict, n_tests: int) -> list[list[str | None]]:
         elif str(j) in record["per_test"]:
             rows.append([None if x == INFRA else x for x in record["per_test"][str(j)]])
         else:
-            rows.append([None if v == INFRA else v] * n_tests)
+            rows.append([None] * n_tests)
     return rows
 
 
 def analyse(record: dict, n_tests: int) -> dict:
-    """What a judgement says: whether any reference passes all tests, the tests no reference passes,
-    and the tests on which a reference passing all disagrees with one passing only some."""
+    """What a judgement says: how many references pass every test and how many the judge ran, the
+    tests no reference passes (where tests were run one by one), and the tests on which a reference
+    passing all disagrees with one passing only some."""
     rows = test_matrix(record, n_tests)
     full = [r for r in rows if all(x == ACCEPTED for x in r)]
     partial = [r for r in rows if any(x == ACCEPTED for x in r) and r not in full]
-    judged = [r for r in rows if any(x is not None for x in r)]
-    unpassed = [i for i in range(n_tests) if judged and not any(r[i] == ACCEPTED for r in judged)]
+    known = [r for r in rows if any(x is not None for x in r)]
+    unpassed = [i for i in range(n_tests) if known and not any(r[i] == ACCEPTED for r in known)]
     disagree = [i for i in range(n_tests) if full and any(r[i] not in (ACCEPTED, None) for r in partial)]
-    return {"passing": len(full), "judged": len(judged), "unpassed": unpassed, "disagree": disagree}
+    return {"passing": len(full), "judged": sum(v != INFRA for v in record["verdicts"]), "unpassed": unpassed,
+            "disagree": disagree}
 
 
 def _brief(ixs: Sequence[int], limit: int = 20) -> str:
@@ -160,7 +164,7 @@ async def verify_tests(problems: list[Problem], backend, cache: ResultCache, *, 
         rec = records.get(p.id)
         a = analyse(rec, len(p.tests)) if rec is not None else None
         if a is not None and a["disagree"]:
-            notes.append(Note(p, "references_disagree", f"tests {a['disagree']}"))
+            notes.append(Note(p, "references_disagree", f"tests {_brief(a['disagree'])}"))
         if is_multi_answer(p.prompt):
             if not keep_multi_answer:
                 dropped.append(Dropped(p, "multi_answer", "the statement accepts any of several answers; "
@@ -173,9 +177,10 @@ async def verify_tests(problems: list[Problem], backend, cache: ResultCache, *, 
             # A reference the judge could not run might have passed: unverified, not broken.
             notes.append(Note(p, "infra_error", "; ".join(rec["details"])[:300]))
         elif a["passing"] == 0:
-            dropped.append(Dropped(p, "references_fail",
-                                   f"none of {len(rec['verdicts'])} references passes ({', '.join(rec['verdicts'])}); "
-                                   f"no reference passes tests {_brief(a['unpassed'])}"))
+            why = f"none of {len(rec['verdicts'])} references passes ({', '.join(rec['verdicts'])})"
+            if a["unpassed"]:
+                why += f"; no reference passes tests {_brief(a['unpassed'])}"
+            dropped.append(Dropped(p, "references_fail", why))
             continue
         kept.append(p)
     order = {id(p): i for i, p in enumerate(problems)}

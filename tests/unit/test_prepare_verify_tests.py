@@ -113,11 +113,27 @@ def test_judge_failures_keep_the_problem_unverified_and_unsaved(pool, tmp_path):
 def test_analyse_matrix():
     rec = {"verdicts": ["accepted", "wrong_answer", "compile_error", "infra_error"],
            "per_test": {"1": ["accepted", "wrong_answer", "accepted", "time_limit"]}}
-    # Reference 2 fails everything alike (not a disagreement about tests), 3 was not judged.
+    # Reference 2 failed as a whole (unknown per test), 3 was not judged.
     assert analyse(rec, 4) == {"passing": 1, "judged": 3, "unpassed": [], "disagree": [1, 3]}
-    rec = {"verdicts": ["wrong_answer", "wrong_answer"],
-           "per_test": {"0": ["accepted", "wrong_answer", "accepted"], "1": ["wrong_answer", "wrong_answer", "accepted"]}}
-    assert analyse(rec, 3) == {"passing": 0, "judged": 2, "unpassed": [1], "disagree": []}
+    rec = {"verdicts": ["wrong_answer", "runtime_error", "time_limit"],
+           "per_test": {"0": ["accepted", "wrong_answer", "accepted"], "1": ["runtime_error", "wrong_answer", "accepted"]}}
+    assert analyse(rec, 3) == {"passing": 0, "judged": 3, "unpassed": [1], "disagree": []}
+    # Only whole-program failures: nothing known test by test.
+    assert analyse({"verdicts": ["time_limit"], "per_test": {}}, 2) == {
+        "passing": 0, "judged": 1, "unpassed": [], "disagree": []}
+
+
+def test_slow_or_uncompilable_references_are_not_rerun_test_by_test(backend, tmp_path):
+    p = Problem("inc", "t", "Print n+1.", [TestCase(f"{k}\n", f"{k + 1}\n") for k in range(5)], time_limit_s=0.5,
+                solutions=["import time\nwhile True:\n    pass\n", "print(int(input()) +\n", "print(1)\n"])
+    res = run([p], backend, tmp_path / "v.jsonl")
+    rec = json.loads((tmp_path / "v.jsonl").read_text())
+    assert rec["verdicts"] == ["time_limit", "compile_error", "wrong_answer"]
+    # Only the wrong answer was run test by test: it passes test 0 (n=0 -> 1) alone.
+    assert rec["per_test"] == {"2": ["accepted"] + ["wrong_answer"] * 4}
+    assert [(d.reason, d.detail) for d in res.dropped] == [
+        ("references_fail", "none of 3 references passes (time_limit, compile_error, wrong_answer); "
+                            "no reference passes tests [1, 2, 3, 4]")]
 
 
 @pytest.mark.parametrize("text,expected", [
