@@ -55,23 +55,30 @@ def difficulty_settings(cfg: Config) -> dict:
 
 
 async def sample_pass_counts(problems: list[Problem], sampler: Sampler, backend, cache: ResultCache, *, n: int,
-                             sampling: dict, max_tokens: int, per_call: int = 16, calls_per_worker: int = 2,
-                             progress: bool = False) -> dict[str, dict]:
+                             sampling: dict, max_tokens: int, max_model_len: int | None = None, per_call: int = 16,
+                             calls_per_worker: int = 2, progress: bool = False) -> dict[str, dict]:
     """Sample and judge ``problems`` (none of them cached); returns id -> pass-count record.
 
     Each worker runs ``calls_per_worker`` loops that take up to ``per_call`` prompts, generate, then
     judge and save them: while one loop judges, the other keeps the engine generating. A loop whose
     call fails stops; the others finish the queue; the first failure is raised at the end, after
-    everything generated has been judged and saved.
+    everything generated has been judged and saved. A prompt that leaves less than ``max_tokens`` of
+    ``max_model_len`` is not sampled (its record says so; it is not saved).
     """
     prompt_ids = sampler.encode(problems)
-    todo = deque(range(len(problems)))
     records: dict[str, dict] = {}
+    todo = deque()
+    for k, ids in enumerate(prompt_ids):
+        if max_model_len is not None and len(ids) + max_tokens > max_model_len:
+            records[problems[k].id] = {"n": n, "passed": 0, "valid": 0,
+                                       "skipped": f"prompt of {len(ids)} tokens + {max_tokens} > {max_model_len}"}
+        else:
+            todo.append(k)
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(problems), desc="difficulty", unit="problem", dynamic_ncols=True)
+        bar = tqdm(total=len(todo), desc="difficulty", unit="problem", dynamic_ncols=True)
 
     async def loop(i: int) -> None:
         while todo:
@@ -115,7 +122,7 @@ def difficulty(problems: list[Problem], records: dict[str, dict], *, sampled: in
     for p in problems:
         rec = records.get(p.id)
         if rec is None or rec["valid"] == 0:
-            notes.append(Note(p, "unmeasured", "no sample could be judged"))
+            notes.append(Note(p, "unmeasured", (rec or {}).get("skipped", "no sample could be judged")))
             kept.append(p)
             continue
         if rec["valid"] < rec["n"]:
@@ -143,7 +150,8 @@ async def run_difficulty(problems: list[Problem], cfg: Config, open_sampler: Cal
         try:
             records.update(await sample_pass_counts(
                 need, sampler, backend, cache, n=n, sampling=sampling, max_tokens=max_tokens,
-                per_call=max(1, cfg.rollout.max_prompts_per_call), progress=progress))
+                max_model_len=cfg.rollout.max_model_len, per_call=max(1, cfg.rollout.max_prompts_per_call),
+                progress=progress))
         finally:
             sampler.close()
     return difficulty(problems, records, sampled=len(need),

@@ -40,7 +40,7 @@ class ScriptedSampler:
         self.closed = False
 
     def encode(self, problems):
-        return [[len(p.prompt)] for p in problems]
+        return [[7] * len(p.prompt) for p in problems]
 
     async def generate(self, i, requests, n, sampling, max_tokens):
         assert sampling == {"temperature": 1.0, "top_p": 1.0, "top_k": 0} and max_tokens == 48
@@ -117,3 +117,19 @@ def test_rerun_starts_no_workers_and_resume_samples_only_the_missing(backend, tm
     c = cfg()
     c.rollout.sampling.temperature = 0.6
     assert ResultCache(path, difficulty_settings(c)).get(problems[0]) is None
+
+
+def test_a_prompt_that_leaves_no_room_to_answer_is_not_sampled(backend, tmp_path):
+    long = Problem("long", "t", "Read n. Print n*2. " + "Mind the details. " * 12,
+                   [TestCase("1\n", "2\n")] * 3)
+    problems = [times(2), long, times(4)]
+    sampler = ScriptedSampler()
+    c = cfg()
+    c.rollout.max_model_len = 256  # times(k) prompts are 18 "tokens" (one per character), the long one 235
+    res = asyncio.run(run_difficulty(problems, c, lambda: sampler, backend,
+                                     ResultCache(tmp_path / "pc.jsonl", difficulty_settings(c))))
+    assert sorted(sampler.asked) == ["times2", "times4"]
+    assert [p.id for p in res.kept] == ["long", "times4"]
+    assert [(n.problem.id, n.flag, n.detail) for n in res.notes] == [
+        ("long", "unmeasured", "prompt of 235 tokens + 48 > 256")]
+    assert len((tmp_path / "pc.jsonl").read_text().splitlines()) == 2
