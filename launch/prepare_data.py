@@ -118,7 +118,7 @@ def main(argv=None) -> int:
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
-    except (SourceError, FileNotFoundError, ValueError) as e:
+    except (SourceError, FileNotFoundError, ConnectionError, ValueError) as e:  # a source that cannot be read
         print(f"prepare: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -92,7 +92,8 @@ def decontaminate(problems: list[Problem], eval_problems: list[Problem], *, ngra
                     continue
         score, eid, shared = index.best_overlap(p.prompt)
         if eid is not None and score >= threshold:
-            dropped.append(Dropped(p, "ngram_overlap", f"with {eid}: {shared} shared {ngram}-grams, overlap {score:.3f}"))
+            dropped.append(Dropped(p, "ngram_overlap",
+                                   f"with {eid}: {shared} shared {ngram}-grams, overlap {score:.3f}"))
             continue
         kept.append(p)
     info = {"ngram": ngram, "threshold": threshold, "overlap": "shared n-grams / smaller n-gram set",

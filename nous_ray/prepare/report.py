@@ -82,7 +82,7 @@ class Report:
         if stages:
             rows.append(("", "", "", ""))
             rows.append(("source", "read", "kept", ""))
-            for label in self.labels:
-                rows.append((label, str(stages[0]["sources"][label]["in"]), str(stages[-1]["sources"][label]["out"]), ""))
+            first, last = stages[0]["sources"], stages[-1]["sources"]
+            rows += [(label, str(first[label]["in"]), str(last[label]["out"]), "") for label in self.labels]
         w = [max(len(r[i]) for r in rows) for i in range(3)]
         return "\n".join(f"{a:<{w[0]}}  {b:>{w[1]}}  {c:>{w[2]}}  {d}".rstrip() for a, b, c, d in rows)

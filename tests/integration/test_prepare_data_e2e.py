@@ -66,7 +66,8 @@ def test_difficulty_on_the_tiny_model_saves_and_reuses_pass_counts(tmp_path):
 def test_training_runs_on_the_prepared_file(tmp_path):
     out = tmp_path / "prepared"
     prep = prepare(out, "--train", f"deepcoder/taco:{FIX / 'deepcoder'}",
-                   "--train", f"deepcoder/primeintellect:{FIX / 'deepcoder'}", "--train", f"lcb:{FIX / 'lcb_train.jsonl'}")
+                   "--train", f"deepcoder/primeintellect:{FIX / 'deepcoder'}",
+                   "--train", f"lcb:{FIX / 'lcb_train.jsonl'}")
     assert prep.returncode == 0, prep.stderr[-5000:]
     assert "verify_tests                10     7" in prep.stdout  # the printed table
     run_dir = tmp_path / "run"

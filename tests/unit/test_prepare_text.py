@@ -15,7 +15,8 @@ def test_words_fold_names_and_variables_but_not_sentence_starts():
     # Renaming characters and variables inside sentences changes nothing.
     assert words("Help Alice: count n.") == words("Help Carol: count m.")
     # Typesetting does not matter: LaTeX commands and symbols fall away.
-    assert words("1 \\le n \\le 10^5") == words("1 <= n <= 10^5") == words("1 ≤ n ≤ 10^5") == ["1", "<var>", "10", "5"]
+    assert words("1 \\le n \\le 10^5") == words("1 <= n <= 10^5") == words("1 ≤ n ≤ 10^5")
+    assert words("1 \\le n \\le 10^5") == ["1", "<var>", "10", "5"]
     # Upper-case words are not names (YES / NO answers).
     assert words("print YES or NO") == ["print", "yes", "or", "no"]
 

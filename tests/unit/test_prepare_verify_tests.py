@@ -116,7 +116,8 @@ def test_analyse_matrix():
     # Reference 2 failed as a whole (unknown per test), 3 was not judged.
     assert analyse(rec, 4) == {"passing": 1, "judged": 3, "unpassed": [], "disagree": [1, 3]}
     rec = {"verdicts": ["wrong_answer", "runtime_error", "time_limit"],
-           "per_test": {"0": ["accepted", "wrong_answer", "accepted"], "1": ["runtime_error", "wrong_answer", "accepted"]}}
+           "per_test": {"0": ["accepted", "wrong_answer", "accepted"],
+                        "1": ["runtime_error", "wrong_answer", "accepted"]}}
     assert analyse(rec, 3) == {"passing": 0, "judged": 3, "unpassed": [1], "disagree": []}
     # Only whole-program failures: nothing known test by test.
     assert analyse({"verdicts": ["time_limit"], "per_test": {}}, 2) == {
