@@ -76,7 +76,8 @@ def test_training_runs_on_the_prepared_file(tmp_path):
     cmd = [sys.executable, "launch/train.py", f"run.run_dir={run_dir}", "data.train=jsonl",
            f"data.train_path={out / 'problems.jsonl'}", "trainer.steps=2", "init.sft_steps=0", "eval.every_steps=0",
            "algo.dynamic_sampling=false", "trainer.prompts_per_step=4", "rollout.group_size=4",
-           "rollout.max_model_len=1024", "learner.micro_batch_tokens=2048", "trainer.checkpoint_every=0"]
+           "learner.num_ranks=1", "learner.minibatches=1", "rollout.max_model_len=1024",
+           "learner.micro_batch_tokens=2048", "trainer.checkpoint_every=0"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     assert "| 7 problems |" in proc.stdout
