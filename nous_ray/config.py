@@ -218,6 +218,49 @@ class EvalConfig:
 
 
 @dataclass
+class PrepareConfig:
+    """``launch/prepare_data.py``: the training set as the recipe needs it (see nous_ray/prepare)."""
+
+    # Stage 1 always runs (it is the loading); this picks the loaders' error policy: skip (and count)
+    # malformed rows, or stop at the first one.
+    skip_malformed: bool = True
+    # Stage switches.
+    dedupe: bool = True
+    decontaminate: bool = True
+    verify_tests: bool = True
+    difficulty: bool = False  # needs a model (model.path) and rollout workers
+    # Near duplicates: Jaccard similarity of word 5-gram shingle sets of the normalized statements
+    # (candidates from MinHash LSH, each candidate pair then checked exactly).
+    dedupe_ngram: int = 5
+    dedupe_threshold: float = 0.7
+    # Statements shorter than this many words are compared exactly only: one changed word of a
+    # one-liner ("print the largest" / "the smallest") is another problem.
+    dedupe_min_words: int = 20
+    minhash_num_perm: int = 128
+    # Decontamination against the evaluation set, regardless of date: word 13-grams; a training
+    # problem is dropped when the 13-grams it shares with one evaluation problem are at least this
+    # fraction of the smaller of the two statements' 13-gram sets.
+    decontam_ngram: int = 13
+    decontam_threshold: float = 0.5
+    # And by contest date where the training problem has one: dropped when dated on or after this
+    # day; None = the earliest contest date of the evaluation set.
+    decontam_by_date: bool = True
+    date_cutoff: Optional[str] = None
+    # Test verification: up to this many reference solutions per problem run through the judge.
+    max_references: int = 3
+    # Problems with fewer tests are dropped (DeepCoder's data recipe used 5).
+    min_tests: int = 5
+    # The judge compares outputs exactly and has no checker hook: problems whose statement accepts
+    # any of several answers are dropped unless you bring a checker and set this.
+    keep_multi_answer: bool = False
+    # Difficulty: samples per problem with the rollout workers (sampling: rollout.sampling; prompt:
+    # data.prompt_format); problems solved by all or none of them are dropped.
+    difficulty_samples: int = 8
+    # Response limit of those samples; None = the first stage of algo.context_schedule.
+    difficulty_max_tokens: Optional[int] = None
+
+
+@dataclass
 class RunConfig:
     name: str = "tiny"
     run_dir: str = "runs/${run.name}"
@@ -237,6 +280,7 @@ class Config:
     init: InitConfig = field(default_factory=InitConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
 
 
 DEFAULT_CONFIG_FILE = Path(__file__).resolve().parent.parent / "configs" / "tiny.yaml"
