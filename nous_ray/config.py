@@ -219,8 +219,8 @@ class EvalConfig:
     temperature: float = 0.6
     top_p: float = 0.95
     max_tokens: int = 81920
-    # YaRN for long-context evaluation: None = off. The rope table covers original * factor positions
-    # (40,960 * 2.0 = 81,920), or the engine's whole context when that is longer (see nous_ray/eval/engine.py).
+    # YaRN for long-context evaluation: None = off. The context is the rope table, original * factor
+    # positions (40,960 * 2.0 = 81,920); a response gets them minus its prompt (see nous_ray/eval/engine.py).
     yarn_original_max_positions: Optional[int] = 40960
     yarn_factor: float = 2.0
     max_problems: Optional[int] = None
