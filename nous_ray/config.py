@@ -110,18 +110,32 @@ class ContextStage:
     max_tokens: int = 32768
 
 
+# The largest sequence-level clip (gspo, gspo_plus) accepted without algo.allow_large_sequence_clip.
+SEQUENCE_CLIP_MAX = 1e-2
+
+
 @dataclass
 class AlgoConfig:
     loss: str = "dapo"  # dapo | gspo | gspo_plus
-    # None = the objective's own default (dapo 0.2 / 0.28, gspo and gspo_plus 3e-4 / 4e-4).
+    # None = the objective's own default (dapo 0.2 / 0.28, gspo and gspo_plus 3e-4 / 4e-4). Leave
+    # them unset in configs, so switching algo.loss switches the clip too.
     clip_low: Optional[float] = None
     clip_high: Optional[float] = None
+    # A sequence-level clip (gspo, gspo_plus) above SEQUENCE_CLIP_MAX is refused unless this is true:
+    # a token-level range such as 0.2 / 0.28 on a geometric-mean ratio never clips.
+    allow_large_sequence_clip: bool = False
+    # Dual clip for negative advantages (verl's clip_ratio_c): a unit's loss is at most c |A|; null = off.
+    clip_ratio_c: Optional[float] = 3.0
+    # Per-token log-ratios are clamped to +-this before exp (as verl).
+    log_ratio_clamp: float = 20.0
     adv_eps: float = 1e-6
     overlong_filter: bool = True
     # Whether a truncated response's reward still enters its group's mean and std.
     overlong_in_group_stats: bool = True
     dynamic_sampling: bool = True
-    # Truncated importance-sampling correction against the engine's log-probs; 0 = off.
+    # 0: coupled form, the engine's log-probs are the old policy of the clipped ratio. > 0: decoupled
+    # form, the learner's log-probs under the weights it holds at the start of the step are the old
+    # policy and every unit is weighted by min(pi_prox / pi_engine, tis_cap) (nous_ray/algo/losses.py).
     tis_cap: float = 0.0
     context_schedule: list[ContextStage] = field(
         default_factory=lambda: [ContextStage(0, 32768), ContextStage(1000, 40960)]
@@ -205,8 +219,8 @@ class EvalConfig:
     temperature: float = 0.6
     top_p: float = 0.95
     max_tokens: int = 81920
-    # YaRN for long-context evaluation: None = off. The rope table covers original * factor positions
-    # (40,960 * 2.0 = 81,920), or the engine's whole context when that is longer (see nous_ray/eval/engine.py).
+    # YaRN for long-context evaluation: None = off. The context is the rope table, original * factor
+    # positions (40,960 * 2.0 = 81,920); a response gets them minus its prompt (see nous_ray/eval/engine.py).
     yarn_original_max_positions: Optional[int] = 40960
     yarn_factor: float = 2.0
     max_problems: Optional[int] = None
@@ -321,7 +335,21 @@ def validate(cfg: Config) -> None:
         if not cond:
             raise ConfigError(f"key {key!r}: {why}")
 
-    need(cfg.algo.loss in ("dapo", "gspo", "gspo_plus"), "algo.loss", f"unknown objective {cfg.algo.loss!r}")
+    algo = cfg.algo
+    need(algo.loss in ("dapo", "gspo", "gspo_plus"), "algo.loss", f"unknown objective {algo.loss!r}")
+    need(algo.clip_low is None or 0 <= algo.clip_low < 1, "algo.clip_low", f"must be in [0, 1), got {algo.clip_low}")
+    need(algo.clip_high is None or algo.clip_high >= 0, "algo.clip_high", f"must be >= 0, got {algo.clip_high}")
+    if algo.loss != "dapo" and not algo.allow_large_sequence_clip:
+        for key in ("clip_low", "clip_high"):
+            v = getattr(algo, key)
+            need(v is None or v <= SEQUENCE_CLIP_MAX, f"algo.{key}",
+                 f"{v} is far above a sequence-level clip ({algo.loss}'s default is 3e-4 / 4e-4; sequence ratios are "
+                 f"geometric means and a token-level range never clips them); leave it unset, or set "
+                 f"algo.allow_large_sequence_clip=true")
+    need(algo.clip_ratio_c is None or algo.clip_ratio_c > 1, "algo.clip_ratio_c",
+         f"must be > 1 (or null: no dual clip), got {algo.clip_ratio_c}")
+    need(algo.log_ratio_clamp > 0, "algo.log_ratio_clamp", f"must be > 0, got {algo.log_ratio_clamp}")
+    need(algo.tis_cap >= 0, "algo.tis_cap", f"must be >= 0 (0 = coupled form), got {algo.tis_cap}")
     need(cfg.verifier.backend in ("local", "modal"), "verifier.backend", f"unknown backend {cfg.verifier.backend!r}")
     need(cfg.weight_sync.transport in ("object_store", "nccl"), "weight_sync.transport",
          f"unknown transport {cfg.weight_sync.transport!r}")
