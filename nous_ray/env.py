@@ -78,6 +78,8 @@ def start_ray(ray_address: str | None = None, dashboard: bool = True):
         ray.init(address=address, runtime_env={"env_vars": env})
     else:
         env.setdefault("OMP_NUM_THREADS", "1")  # actors share few cores
-        ray.init(num_cpus=max(2, os.cpu_count() or 2), include_dashboard=dashboard, log_to_driver=False,
-                 runtime_env={"env_vars": env})
+        # "local": a cluster of this run's own. Without it ray.init() joins the last cluster any
+        # `ray start` (or test) left running on this machine.
+        ray.init(address="local", num_cpus=max(2, os.cpu_count() or 2), include_dashboard=dashboard,
+                 log_to_driver=False, runtime_env={"env_vars": env})
     return ray
