@@ -9,7 +9,6 @@ runs (``modal token new``, or MODAL_TOKEN_ID / MODAL_TOKEN_SECRET). Deploy again
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import importlib
 import json
@@ -20,15 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from nous_ray.config import ConfigError, load_config  # noqa: E402
-
-
-def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=None, help="YAML config (default: configs/tiny.yaml)")
-    p.add_argument("--dry-run", action="store_true", help="print the settings, deploy nothing")
-    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. verifier.modal_max_containers=200")
-    return p.parse_args(argv)
+from launch.config_cli import config_or_report, parse_config_args  # noqa: E402
 
 
 def load_app(verifier_cfg):
@@ -49,11 +40,10 @@ def deploy(modal_app) -> None:
 
 
 def main(argv=None, deploy_app=deploy, out=print) -> int:
-    args = parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
+    args = parse_config_args(__doc__, argv, "print the settings, deploy nothing",
+                             "key=value overrides, e.g. verifier.modal_max_containers=200")
+    cfg = config_or_report(args, "deploy_modal")
+    if cfg is None:
         return 2
     app = load_app(cfg.verifier)
     shown = {k: v for k, v in app.FUNCTION_SETTINGS.items() if k != "env"}

@@ -11,7 +11,6 @@ stopped; a second run fetches nothing new. Gated or private repositories need ``
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -19,16 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from nous_ray.config import ConfigError, load_config  # noqa: E402
+from launch.config_cli import config_or_report, parse_config_args  # noqa: E402
 from nous_ray.inputs import Fetch, missing_inputs, prefetch_plan  # noqa: E402
-
-
-def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=None, help="YAML config (default: configs/tiny.yaml)")
-    p.add_argument("--dry-run", action="store_true", help="print the plan, download nothing")
-    p.add_argument("overrides", nargs="*", help="key=value overrides, the same as the job's")
-    return p.parse_args(argv)
 
 
 def describe(f: Fetch) -> str:
@@ -47,11 +38,14 @@ def fetch(f: Fetch) -> str:
 
 
 def main(argv=None, fetch_one=fetch, out=print) -> int:
-    args = parse_args(argv)
+    args = parse_config_args(__doc__, argv, "print the plan, download nothing",
+                             "key=value overrides, the same as the job's")
+    cfg = config_or_report(args, "prefetch")
+    if cfg is None:
+        return 2
     try:
-        cfg = load_config(args.config, args.overrides)
         plan = prefetch_plan(cfg)
-    except (ConfigError, ValueError) as e:
+    except ValueError as e:
         print(f"prefetch: {e}", file=sys.stderr)
         return 2
     if not plan:

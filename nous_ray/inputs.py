@@ -57,7 +57,8 @@ def model_problem(path: str | Path) -> str | None:
         shards = sorted(set(json.loads(index.read_text()).get("weight_map", {}).values()))
         missing = [s for s in shards if not (p / s).is_file()]
         if missing:
-            return f"{len(missing)} of {len(shards)} weight shards missing (first: {missing[0]}): an interrupted download"
+            return (f"{len(missing)} of {len(shards)} weight shards missing (first: {missing[0]}): "
+                    "an interrupted download")
     elif not any(p.glob("*.safetensors")):
         return "no *.safetensors weights in it"
     if not any((p / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):

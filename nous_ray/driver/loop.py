@@ -185,7 +185,8 @@ class Driver:
         self._stats.verify_s += time.monotonic() - t_call
         self._stats.verify_calls += 1
         for j, s in enumerate(samples):
-            v = verdicts[j] if verdicts else {"verdict": "infra_error", "reward": None, "detail": "verifier call failed"}
+            v = verdicts[j] if verdicts else {"verdict": "infra_error", "reward": None,
+                                              "detail": "verifier call failed"}
             s.verdict, s.reward = v["verdict"], v["reward"]
             if s.reward is None:
                 self._last_infra_error = v.get("detail") or s.verdict
@@ -241,8 +242,8 @@ class Driver:
                 raise RuntimeError(
                     f"step {self.step + 1}: the verifier failed on {infra} samples (infra errors: no verdict; last: "
                     f"{self._last_infra_error}) and only {len(self.buffer)}/{need} useful groups formed "
-                    f"(trainer.max_infra_error_batches={self.cfg.trainer.max_infra_error_batches}). Check the verifier: "
-                    f"for verifier.backend=modal the token in the job's runtime env and the deployed app.")
+                    f"(trainer.max_infra_error_batches={self.cfg.trainer.max_infra_error_batches}). Check the "
+                    f"verifier: for verifier.backend=modal the token in the job's runtime env and the deployed app.")
             filtered = self.counters.filtered_groups - filtered_at_start
             limit = self.cfg.trainer.max_filtered_batches * need
             if limit and filtered >= limit:

@@ -40,7 +40,8 @@ def _fake_model_repo(root: Path, shards: int = 3) -> Path:
     names = [f"model-{i:05d}-of-{shards:05d}.safetensors" for i in range(1, shards + 1)]
     for n in names:
         (root / n).write_bytes(b"weights")
-    (root / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {f"w{i}": n for i, n in enumerate(names)}}))
+    index = {"weight_map": {f"w{i}": n for i, n in enumerate(names)}}
+    (root / "model.safetensors.index.json").write_text(json.dumps(index))
     return root
 
 
