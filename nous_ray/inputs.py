@@ -120,7 +120,11 @@ def prefetch_plan(cfg: Config) -> list[Fetch]:
             raise ValueError(f"model.path={m.path!r}: {model_problem(m.path)}, and model.hub_id is not set: "
                              "nothing to fetch it from")
     d = cfg.data
-    if d.train != "tiny":
+    if d.train == "jsonl":  # made here (launch/prepare_data.py), not fetched
+        if why := dataset_problem(d.train, d.train_path, d.train_subsets, "release_v6"):
+            raise ValueError(f"data.train_path={d.train_path!r}: {why}; jsonl problems are written by "
+                             "launch/prepare_data.py, there is nothing to fetch")
+    elif d.train != "tiny":
         if d.train_path is None:
             raise ValueError(f"data.train_path is not set: name the local folder to fetch data.train={d.train!r} into")
         hub, patterns = _dataset_layout(d.train, d.train_subsets, "release_v6")

@@ -71,6 +71,13 @@ def test_recipe_plan_fetches_model_training_data_and_eval_data_onto_shared_stora
     assert plan[1].allow_patterns == ("primeintellect/*.parquet", "taco/*.parquet", "lcbv5/*.parquet")
     assert plan[2].allow_patterns == tuple(["test.jsonl"] + [f"test{k}.jsonl" for k in range(2, 7)])
     assert prefetch_plan(load_config(None)) == []  # the tiny default needs nothing
+    # A prepared set (launch/prepare_data.py writes jsonl) is local: only the model and eval data.
+    prepared = tmp_path / "problems.jsonl"
+    prepared.write_text("")
+    plan = prefetch_plan(_recipe(tmp_path, "data.train=jsonl", f"data.train_path={prepared}"))
+    assert [f.key for f in plan] == ["model.path", "eval.path"]
+    with pytest.raises(ValueError, match="jsonl problems are written by launch/prepare_data.py"):
+        prefetch_plan(_recipe(tmp_path, "data.train=jsonl", f"data.train_path={tmp_path}/missing.jsonl"))
 
 
 def test_model_folder_problems():
