@@ -16,10 +16,13 @@ def parse_config_args(doc: str, argv, dry_run_help: str, overrides_help: str) ->
     return p.parse_args(argv)
 
 
-def config_or_report(args: argparse.Namespace, name: str) -> Config | None:
-    """The config ``args`` name; None after printing the error (the caller exits with 2)."""
+def config_from_argv(name: str, doc: str, argv, dry_run_help: str,
+                     overrides_help: str) -> tuple[argparse.Namespace, Config | None]:
+    """The parsed arguments and the config they name; None after printing a config error (the caller
+    exits with 2)."""
+    args = parse_config_args(doc, argv, dry_run_help, overrides_help)
     try:
-        return load_config(args.config, args.overrides)
+        return args, load_config(args.config, args.overrides)
     except ConfigError as e:
         print(f"{name}: config error: {e}", file=sys.stderr)
-        return None
+        return args, None

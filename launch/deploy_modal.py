@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from launch.config_cli import config_or_report, parse_config_args  # noqa: E402
+from launch.config_cli import config_from_argv  # noqa: E402
 
 
 def load_app(verifier_cfg):
@@ -40,9 +40,8 @@ def deploy(modal_app) -> None:
 
 
 def main(argv=None, deploy_app=deploy, out=print) -> int:
-    args = parse_config_args(__doc__, argv, "print the settings, deploy nothing",
-                             "key=value overrides, e.g. verifier.modal_max_containers=200")
-    cfg = config_or_report(args, "deploy_modal")
+    args, cfg = config_from_argv("deploy_modal", __doc__, argv, "print the settings, deploy nothing",
+                                 "key=value overrides, e.g. verifier.modal_max_containers=200")
     if cfg is None:
         return 2
     app = load_app(cfg.verifier)

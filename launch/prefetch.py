@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from launch.config_cli import config_or_report, parse_config_args  # noqa: E402
+from launch.config_cli import config_from_argv  # noqa: E402
 from nous_ray.inputs import Fetch, missing_inputs, prefetch_plan  # noqa: E402
 
 
@@ -38,9 +38,8 @@ def fetch(f: Fetch) -> str:
 
 
 def main(argv=None, fetch_one=fetch, out=print) -> int:
-    args = parse_config_args(__doc__, argv, "print the plan, download nothing",
-                             "key=value overrides, the same as the job's")
-    cfg = config_or_report(args, "prefetch")
+    args, cfg = config_from_argv("prefetch", __doc__, argv, "print the plan, download nothing",
+                                 "key=value overrides, the same as the job's")
     if cfg is None:
         return 2
     try:
