@@ -145,7 +145,7 @@ class SimLearnerGroup:
     async def _all(self, method: str, *args):
         return (await asyncio.gather(*(_wait(getattr(a, method).remote(*args)) for a in self.actors)))[0]
 
-    async def train_step(self, samples, temperature: float = 1.0) -> dict:
+    async def train_step(self, samples, temperature: float = 1.0, policy_version: int | None = None) -> dict:
         return await self._all("train", [s.num_tokens for s in samples], sum(len(s.response_ids) for s in samples))
 
     async def sft_step(self, samples) -> dict:

@@ -29,6 +29,7 @@ Examples::
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import copy
 import logging
@@ -42,23 +43,24 @@ from nous_ray.env import apply_stack_env, setup_logging, start_ray  # noqa: E402
 
 apply_stack_env()
 
-from launch.cli import config_parser, load_cli_config  # noqa: E402
-from nous_ray.config import Config, load_config  # noqa: E402
+from nous_ray.config import Config, ConfigError, load_config  # noqa: E402
 from nous_ray.driver.checkpoint import CHECKPOINT_DONE  # noqa: E402
 
 log = logging.getLogger("nous_ray.eval")
 
 
 def parse_args(argv):
-    p = config_parser(__doc__, "eval.n_samples=4")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help='"tiny", a Hugging Face folder or hub name, or a training '
                    "checkpoint <run_dir>/checkpoints/step_N")
+    p.add_argument("--config", default=None, help="YAML config (default: configs/tiny.yaml)")
     p.add_argument("--out", default=None, help="output folder (default: eval.out_dir, else "
                    "<run_dir>/eval/step_N for a checkpoint, else runs/eval/<model name>)")
     p.add_argument("--run-dir", default=None, help="a training run whose metrics.jsonl eval/pass@1 "
                    "entries are plotted by step (found automatically for a checkpoint)")
     p.add_argument("--fresh", action="store_true", help="discard earlier results in the output folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. eval.n_samples=4")
     return p.parse_args(argv)
 
 
@@ -118,8 +120,10 @@ def engine_report(pool) -> list | None:
 def main(argv=None) -> int:
     setup_logging()
     args = parse_args(argv)
-    cfg = load_cli_config(args)
-    if cfg is None:
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
         return 2
 
     from transformers import AutoTokenizer
@@ -173,8 +177,8 @@ def main(argv=None) -> int:
         for note in eng.notes:
             print(f"eval: {note}", file=sys.stderr, flush=True)
         print(f"eval: model {model_path} | {len(problems)} problems | {cfg.eval.n_samples} samples each | "
-              f"max_tokens {cfg.eval.max_tokens} | max_model_len {eng.max_model_len} | out {out}",
-              file=sys.stderr, flush=True)
+              f"max_tokens {cfg.eval.max_tokens} (at most max_model_len minus the prompt) | "
+              f"max_model_len {eng.max_model_len} | out {out}", file=sys.stderr, flush=True)
 
         rollout = verifiers = None
         info = {"engine_notes": eng.notes, "engine_reported": None}
@@ -198,6 +202,7 @@ def main(argv=None) -> int:
             print("eval: every problem is already in results.jsonl; no engine started", file=sys.stderr, flush=True)
         try:
             summary = asyncio.run(evaluate(cfg, problems, prompt_ids, rollout, verifiers, out, model=model_path,
+                                           max_model_len=eng.max_model_len,
                                            engine=eng.to_dict(), info=info, fresh=args.fresh,
                                            progress=not args.no_progress, plot=False))
         except EvalResumeError as e:

@@ -21,11 +21,11 @@ from nous_ray.env import apply_stack_env  # noqa: E402
 
 apply_stack_env()
 
-from launch.cli import config_parser, load_cli_config  # noqa: E402
+from launch.config_cli import config_parser, load_named_config  # noqa: E402
 
 
 def parse_args(argv):
-    p = config_parser(__doc__, "trainer.prompts_per_step=64")
+    p = config_parser(__doc__, "key=value overrides, e.g. trainer.prompts_per_step=64")
     p.add_argument("--steps", type=int, default=20, help="steps to simulate (default 20)")
     p.add_argument("--splits-steps", type=int, default=6,
                    help="steps per candidate split of the cluster (default 6; 0 = do not compare splits)")
@@ -35,7 +35,7 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    cfg = load_cli_config(args)
+    cfg = load_named_config("plan", args)
     if cfg is None:
         return 2
     from nous_ray.sim.planner import compare_splits, format_report, simulate

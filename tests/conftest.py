@@ -10,7 +10,9 @@ apply_stack_env()  # same as the Makefile, so a bare `pytest` works too
 def _init_local_ray():
     import ray
 
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
+    # address="local": a cluster of the session's own, never the last one `ray start` (or another
+    # test run) left on this machine.
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {**actor_env(), "OMP_NUM_THREADS": "1"}})
 
 

@@ -54,7 +54,8 @@ class SimVerifier:
             self.program_s += d
             self.programs += 1
             infra = self.rng.random() < self.cost.sim.infra_error_rate
-            out.append({"verdict": "infra_error", "reward": None} if infra else verdict_of(text))
+            out.append({"verdict": "infra_error", "reward": None, "detail": "stand-in infra error"} if infra
+                       else verdict_of(text))
         await self.clock.sleep(done - now)
         return out
 
@@ -103,7 +104,8 @@ class SimLearner:
     async def forward_lengths(self, seq_lens: list[int]) -> None:
         await self._busy(self.cost.logprobs_s(seq_lens))
 
-    async def train_step(self, samples: list[Sample], temperature: float = 1.0) -> dict:
+    async def train_step(self, samples: list[Sample], temperature: float = 1.0,
+                         policy_version: int | None = None) -> dict:
         return await self.train_lengths([s.num_tokens for s in samples], sum(len(s.response_ids) for s in samples))
 
     async def sft_step(self, samples: list[Sample]) -> dict:

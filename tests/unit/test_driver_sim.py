@@ -65,7 +65,7 @@ def _assert_accounted(summary):
     c = summary["counters"]
     assert summary["pending"] >= 0
     assert c["generated"] == c["trained"] + c["filtered"] + c["dropped_stale"] + c["dropped_infra"] \
-        + c["dropped_resume"] + summary["pending"]
+        + c["dropped_resume"] + c["dropped_truncated"] + summary["pending"]
 
 
 def test_prompts_are_spread_fairly_over_the_workers(tmp_path):
@@ -117,7 +117,9 @@ def test_staleness_bound_drops_old_groups_and_counts_add_up(tmp_path):
     assert all(r["staleness_max"] == 0 for r in rows)  # nothing older than the bound trains
     assert summary["counters"]["stale_groups"] > 0  # generation ran a batch ahead: some went stale
     assert summary["counters"]["dropped_stale"] == 4 * summary["counters"]["stale_groups"]
-    assert summary["counters"]["trained"] == 8 * 8 * 4
+    c = summary["counters"]  # every trained group: its samples trained, or cut by the limit and left out
+    assert c["trained"] + c["dropped_truncated"] == 8 * 8 * 4 == sum(r["batch_samples"] for r in rows) \
+        + c["dropped_truncated"]
     _assert_accounted(summary)
 
 
@@ -179,9 +181,9 @@ def test_infra_errors_drop_samples_and_never_reward_them(tmp_path):
     trained = []
     train = workers.learner.train_step
 
-    async def recording(samples, temperature=1.0):
+    async def recording(samples, temperature=1.0, policy_version=None):
         trained.extend(samples)
-        return await train(samples, temperature)
+        return await train(samples, temperature, policy_version)
 
     workers.learner.train_step = recording
     d, summary = _run(cfg, tmp_path, workers=workers)

@@ -23,7 +23,7 @@ def test_json_report_has_every_figure_the_issue_names(capsys):
     lg = rep["learner"]
     assert lg["idle_frac"] == pytest.approx(lg["idle_generation_frac"] + lg["idle_verification_frac"])
     assert set(rep["memory_gb_per_gpu"]) == {"learner", "rollout"} and rep["fits"] is True
-    assert rep["counters"]["trained"] == 4 * 64 * 8
+    assert rep["counters"]["trained"] + rep["counters"]["dropped_truncated"] == 4 * 64 * 8
 
 
 def test_table_and_split_comparison(capsys):
