@@ -95,7 +95,8 @@ def _tiny_vocab() -> int:
 
 
 def model_spec(model_cfg) -> ModelSpec:
-    """The architecture of ``model.path``: the bundled tiny model from its config keys, or a known model."""
+    """The architecture of the model: the bundled tiny one from its config keys, or a known model by
+    ``model.hub_id`` (or ``model.path`` when that is a hub name)."""
     m = model_cfg
     if m.path == "tiny":
         h, L, inter = m.tiny_hidden_size, m.tiny_layers, m.tiny_intermediate_size
@@ -105,7 +106,8 @@ def model_spec(model_cfg) -> ModelSpec:
         emb = vocab * h * (1 if m.tie_word_embeddings else 2)
         return ModelSpec("tiny", L * per_layer + emb, L, h, m.tiny_heads, m.tiny_kv_heads, m.tiny_head_dim,
                          vocab, tied=m.tie_word_embeddings, source="configs/tiny.yaml")
-    if m.path in MODELS:
-        return MODELS[m.path]
-    raise ValueError(f"key 'model.path': no architecture known for {m.path!r} in nous_ray/sim/specs.py "
-                     f"(known: tiny, {', '.join(MODELS)}); add its ModelSpec there to plan it")
+    for name in (m.hub_id, m.path):  # the hub name says which model a local folder holds
+        if name in MODELS:
+            return MODELS[name]
+    raise ValueError(f"keys 'model.hub_id' / 'model.path': no architecture known for {m.hub_id or m.path!r} in "
+                     f"nous_ray/sim/specs.py (known: tiny, {', '.join(MODELS)}); add its ModelSpec there to plan it")

@@ -78,5 +78,5 @@ def test_what_does_not_fit_is_an_error_naming_the_keys(override, needle):
 def test_unknown_gpu_or_model_names_the_key():
     with pytest.raises(ValueError, match="sim.gpu"):
         _cost("sim.gpu=a100")
-    with pytest.raises(ValueError, match="model.path"):
-        _cost("model.path=someone/unknown-7b")
+    with pytest.raises(ValueError, match="model.hub_id"):
+        _cost("model.hub_id=someone/unknown-7b")
