@@ -295,6 +295,9 @@ class SimConfig:
     timeout_frac: float = 0.1  # [assume] failing programs that run into the time limit ...
     time_limit_s: float = 15.0  # [spec] ... of the recipe (15 s)
     infra_error_rate: float = 0.0  # fraction of programs whose verification fails (tests of the driver)
+    # Programs of a group the judge runs: it runs identical ones once. [assume] 14B reasoning responses
+    # are all distinct; [meas] the tiny default repeats itself (benchmarks/plan_validation.py).
+    distinct_programs: float = 1.0
     # ---- learner (FSDP2) ----
     # Train FLOPs per token 6N + 12*L*H*Q*T (PaLM's and torchtitan's MFU count; T = the sequence's
     # length); log-prob recompute (algo.tis_cap > 0) adds a forward (a third). [lit] torchtitan reports
@@ -311,6 +314,11 @@ class SimConfig:
     # How an engine takes new weights: "drain" (what nous_ray/rollout/stream.py does today: stop
     # admitting, finish every running request, load) or "inflight" (load between two decode steps).
     weight_update: str = "drain"
+    # ---- one machine for every role (the CPU default) ----
+    # Cores all roles share (0 = each role on its own hardware, as on a GPU cluster), and the runnable
+    # threads of other work there (driver, Ray, other users); see nous_ray/sim/host.py.
+    host_cores: float = 0.0
+    host_background: float = 0.0
     # ---- the simulation ----
     seed: int = 0
     # Simulated seconds per real second for stand-ins on a Ray cluster (in one process the planner runs

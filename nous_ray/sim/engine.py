@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from nous_ray.samples import Sample
 from nous_ray.sim.clock import SimClock
 from nous_ray.sim.cost import CostModel
+from nous_ray.sim.host import SharedHost
 from nous_ray.sim.workload import ConstantSeq, Workload
 
 # Decode steps per event at most. The step time is linear in the KV read, which grows by the batch
@@ -80,8 +81,11 @@ class _Seq:
 
 
 class SimEngine:
-    def __init__(self, cost: CostModel, workload: Workload, clock: SimClock, seed: int = 0, version: int = 0):
+    def __init__(self, cost: CostModel, workload: Workload, clock: SimClock, seed: int = 0, version: int = 0,
+                 host: SharedHost | None = None):
         self.cost, self.workload, self.clock = cost, workload, clock
+        self.host = host or SharedHost()
+        self.host.listen(self._poke)  # a busier machine: re-plan the current interval
         self.rng = random.Random(seed)
         self.version = version
         self.capacity = cost.kv_capacity_tokens
@@ -98,6 +102,7 @@ class SimEngine:
         self._t = None  # time of the last advance
         self._tau = 0.0  # seconds per decode step in the current interval
         self._k, self._interval = 0.0, 0.0  # its planned steps and duration
+        self._slow = 1.0  # the shared host's slowdown when it was planned
         self._stall_until = 0.0  # prefill or an in-flight load: no decoding until then
         self._busy_since = None
         self._wake: asyncio.Future | None = None  # done when something arrives for the event loop
@@ -156,7 +161,7 @@ class SimEngine:
                 await self._idle.wait()
                 self._check_alive()
                 start = self.clock.now()
-                await self.clock.sleep(load)
+                await self.host.work(self.clock, load)
                 self._note_load(start, self.clock.now())
                 self.version = version
                 return 1
@@ -194,9 +199,12 @@ class SimEngine:
         if self._crashed is not None:
             raise self._crashed
 
-    def _kick(self) -> None:
+    def _poke(self) -> None:
         if self._wake is not None and not self._wake.done():
             self._wake.set_result(None)
+
+    def _kick(self) -> None:
+        self._poke()
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
 
@@ -233,22 +241,24 @@ class SimEngine:
         busy = bool(self._running or self._waiting)
         if busy and self._busy_since is None:
             self._busy_since = now
+            self.host.add(1)  # one engine thread (OMP_NUM_THREADS=1 on CPU)
         elif not busy and self._busy_since is not None:
             self.records.busy_intervals.append((self._busy_since, now))
             self._busy_since = None
+            self.host.remove(1)
 
     def _steps_within(self, b: int, elapsed: float) -> float:
         """Decode steps done in ``elapsed`` seconds from the interval's start: the k with
         k * step_time(context + b (k - 1) / 2) = elapsed (the step time grows as the KV does)."""
         k = self._k
         if self._interval <= 0:  # a late wake after a stall: at the current step time
-            return elapsed / self.cost.decode_step_s(b, self._context)
+            return elapsed / (self.cost.decode_step_s(b, self._context) * self.host.slowdown())
         if elapsed >= self._interval - 1e-12:  # the whole interval planned (or more, on a late wake)
             return k * elapsed / self._interval
         lo, hi = 0.0, k
         for _ in range(60):  # bisection: the duration of k steps is increasing in k
             mid = (lo + hi) / 2
-            if mid * self.cost.decode_step_s(b, self._context + b * max(0.0, mid - 1) / 2) < elapsed:
+            if mid * self._slow * self.cost.decode_step_s(b, self._context + b * max(0.0, mid - 1) / 2) < elapsed:
                 lo = mid
             else:
                 hi = mid
@@ -322,7 +332,8 @@ class SimEngine:
             s.start = self._steps
             heapq.heappush(self._ends, (s.start + s.target - s.done, next(self._tie), s))
         if prefill:
-            self._stall_until = max(now, self._stall_until) + sum(self.cost.prefill_s(t) for t in prefill)
+            self._stall_until = max(now, self._stall_until) + \
+                sum(self.cost.prefill_s(t) for t in prefill) * self.host.slowdown()
 
     def _plan(self, now: float) -> float | None:
         """Time to the next event; sets the step time of the interval up to it."""
@@ -340,7 +351,8 @@ class SimEngine:
             k = max(1.0, free / b)
         # step j of the interval reads the context plus j tokens per sequence: the mean is at (k - 1) / 2
         self._k = max(k, 0.0)
-        self._tau = self.cost.decode_step_s(b, self._context + b * max(0.0, k - 1) / 2)
+        self._slow = self.host.slowdown()
+        self._tau = self._slow * self.cost.decode_step_s(b, self._context + b * max(0.0, k - 1) / 2)
         self._interval = self._k * self._tau
         return self._interval
 

@@ -23,39 +23,62 @@ from nous_ray.samples import Sample
 from nous_ray.sim.clock import SimClock
 from nous_ray.sim.cost import CostModel
 from nous_ray.sim.engine import EngineRecords, SimEngine
-from nous_ray.sim.workload import PASS, Workload
+from nous_ray.sim.host import SharedHost
+from nous_ray.sim.workload import NO_CODE, PASS, Workload
 
 
 def verdict_of(text: str) -> dict:
     if text == PASS:
         return {"verdict": "accepted", "reward": 1.0}
+    if text == NO_CODE:
+        return {"verdict": "no_code", "reward": -1.0}
     return {"verdict": "wrong_answer", "reward": -1.0}
 
 
 class SimVerifier:
     """Programs run ``slots`` at a time (``cost.verify_slots()`` by default), first come first served;
-    each takes ``cost.program_s``. The queue is computed, not awaited per program: each slot's next free
-    time is known, so a group needs one wait (for its last program) however many programs it has."""
+    each takes ``cost.program_s``. A response without code runs nothing, and a group's repeated
+    programs run once (``sim.distinct_programs``). On a machine of its own the queue is computed, not
+    awaited per program (each slot's next free time is known, so a group waits once); on a shared host
+    each program is work that the other roles slow down."""
 
-    def __init__(self, cost: CostModel, clock: SimClock, seed: int = 0, slots: int | None = None):
-        self.cost, self.clock = cost, clock
+    def __init__(self, cost: CostModel, clock: SimClock, seed: int = 0, slots: int | None = None,
+                 host: SharedHost | None = None):
+        self.cost, self.clock, self.host = cost, clock, host or SharedHost()
         self.rng = random.Random(f"{seed}:verify")
-        self._free_at = [0.0] * (slots or cost.verify_slots())  # a heap: when each slot is next free
-        self.program_s = 0.0  # program-seconds of verification done
+        n = slots or cost.verify_slots()
+        self._free_at = [0.0] * n  # a heap: when each slot is next free
+        self._slots = asyncio.Semaphore(n)
+        self.program_s = 0.0  # program-seconds of verification done (on an idle machine)
         self.programs = 0
 
-    async def verify_group(self, problem: Problem, completions: list[str]) -> list[dict]:
-        now, done, out = self.clock.now(), self.clock.now(), []
-        for text in completions:
+    def _durations(self, problem: Problem, completions: list[str]) -> tuple[list[float], list[dict]]:
+        sim, durations, out = self.cost.sim, [], []
+        for k, text in enumerate(completions):
             d = self.cost.program_s(text == PASS, self.rng.random(), len(problem.tests) or None)
+            if text != NO_CODE and (k == 0 or self.rng.random() < sim.distinct_programs):
+                durations.append(d)
+            infra = self.rng.random() < sim.infra_error_rate
+            out.append({"verdict": "infra_error", "reward": None, "detail": "stand-in infra error"} if infra
+                       else verdict_of(text))
+        self.program_s += sum(durations)
+        self.programs += len(durations)
+        return durations, out
+
+    async def _run(self, d: float) -> None:
+        async with self._slots:
+            await self.host.work(self.clock, d)
+
+    async def verify_group(self, problem: Problem, completions: list[str]) -> list[dict]:
+        durations, out = self._durations(problem, completions)
+        if self.host.cores:
+            await asyncio.gather(*(self._run(d) for d in durations))
+            return out
+        now = done = self.clock.now()
+        for d in durations:
             end = max(now, heapq.heappop(self._free_at)) + d
             heapq.heappush(self._free_at, end)
             done = max(done, end)
-            self.program_s += d
-            self.programs += 1
-            infra = self.rng.random() < self.cost.sim.infra_error_rate
-            out.append({"verdict": "infra_error", "reward": None, "detail": "stand-in infra error"} if infra
-                       else verdict_of(text))
         await self.clock.sleep(done - now)
         return out
 
@@ -76,10 +99,12 @@ class LearnerLost(RuntimeError):
 class SimLearner:
     """The learner group: every call takes the cost model's time for the whole group."""
 
-    def __init__(self, cost: CostModel, clock: SimClock):
-        self.cost, self.clock = cost, clock
+    def __init__(self, cost: CostModel, clock: SimClock, host: SharedHost | None = None):
+        self.cost, self.clock, self.host = cost, clock, host or SharedHost()
         self.records = LearnerRecords()
         self._lost: str | None = None
+        lc = cost.cfg.learner
+        self.threads = lc.num_ranks * max(1, int(lc.cpus_per_rank))  # torch threads per rank (actors/learner.py)
 
     def crash(self, why: str = "learner rank died") -> None:
         self._lost = why
@@ -90,7 +115,7 @@ class SimLearner:
 
     async def _busy(self, seconds: float) -> None:
         self._check()
-        await self.clock.sleep(seconds)
+        await self.host.work(self.clock, seconds, self.threads)
         self._check()
 
     async def train_lengths(self, seq_lens: list[int], response_tokens: int) -> dict:
@@ -142,8 +167,8 @@ class SimLearner:
 class SimRolloutPool:
     """``rollout.num_workers`` stand-in engines; requests go to the worker the caller names."""
 
-    def __init__(self, cfg: Config, cost: CostModel, clock: SimClock):
-        self.cfg, self.cost, self.clock = cfg, cost, clock
+    def __init__(self, cfg: Config, cost: CostModel, clock: SimClock, host: SharedHost | None = None):
+        self.cfg, self.cost, self.clock, self.host = cfg, cost, clock, host
         self.workload = Workload(cfg.sim)
         self._incarnation = 0
         self.engines = [self._new(i) for i in range(cfg.rollout.num_workers)]
@@ -151,7 +176,8 @@ class SimRolloutPool:
 
     def _new(self, i: int) -> SimEngine:
         self._incarnation += 1
-        return SimEngine(self.cost, self.workload, self.clock, seed=hash((self.cfg.sim.seed, i, self._incarnation)))
+        return SimEngine(self.cost, self.workload, self.clock, seed=hash((self.cfg.sim.seed, i, self._incarnation)),
+                         host=self.host)
 
     @property
     def size(self) -> int:
@@ -202,7 +228,8 @@ def make_sim_workers(cfg: Config, clock: SimClock | None = None) -> Workers:
     """Stand-in rollout pool, verifiers, learner and weight sync for ``cfg`` (on ``clock``)."""
     clock = clock or SimClock()
     cost = CostModel.from_config(cfg)
-    rollout = SimRolloutPool(cfg, cost, clock)
-    learner = SimLearner(cost, clock)
-    return Workers(rollout=rollout, verifiers=SimVerifier(cost, clock, cfg.sim.seed), learner=learner,
+    host = SharedHost(cfg.sim.host_cores, cfg.sim.host_background)
+    rollout = SimRolloutPool(cfg, cost, clock, host)
+    learner = SimLearner(cost, clock, host)
+    return Workers(rollout=rollout, verifiers=SimVerifier(cost, clock, cfg.sim.seed, host=host), learner=learner,
                    sync=SimWeightSync(learner, rollout))

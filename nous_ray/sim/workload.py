@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from nous_ray.config import SimConfig
 from nous_ray.data.problem import Problem
 
-PASS, FAIL = "pass", "fail"
+PASS, FAIL, NO_CODE = "pass", "fail", "none"
 
 
 class ConstantSeq(Sequence):
@@ -68,8 +68,10 @@ class Workload:
         return (max_tokens, True) if n >= max_tokens else (n, False)
 
     def outcome(self, rng: random.Random, problem_id: str, truncated: bool) -> str:
-        """A truncated response holds no finished program: it fails."""
-        return PASS if not truncated and rng.random() < self.pass_rate(problem_id) else FAIL
+        """A truncated response holds no finished program (no code to run)."""
+        if truncated:
+            return NO_CODE
+        return PASS if rng.random() < self.pass_rate(problem_id) else FAIL
 
 
 def synthetic_problems(sim: SimConfig, n: int | None = None) -> tuple[list[Problem], list[Sequence[int]]]:

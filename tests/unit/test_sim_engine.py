@@ -149,3 +149,29 @@ def test_a_crashed_engine_fails_its_calls():
 async def _timed(e):
     await _gen(e)
     return asyncio.get_running_loop().time()
+
+
+def test_a_shared_host_slows_work_by_runnable_threads_over_cores():
+    from nous_ray.sim.host import SharedHost
+
+    async def main(host, works):
+        clock = SimClock()
+        loop = asyncio.get_running_loop()
+        ends = []
+
+        async def one(seconds, threads):
+            await host.work(clock, seconds, threads)
+            ends.append(round(loop.time(), 9))
+
+        await asyncio.gather(*(one(s, t) for s, t in works))
+        return sorted(ends)
+
+    # two 1-thread jobs of 1 s on 1 core share it: both end at 2 s
+    assert run_virtual(main(SharedHost(1), [(1.0, 1), (1.0, 1)])) == [2.0, 2.0]
+    # 2 cores: no slowdown; a background thread on 1 core halves the speed
+    assert run_virtual(main(SharedHost(2), [(1.0, 1), (1.0, 1)])) == [1.0, 1.0]
+    assert run_virtual(main(SharedHost(1, background=1), [(1.0, 1)])) == [2.0]
+    # 1 s and 3 s on 1 core: shared until 2 s (1 s of work each), then the second alone for 2 s more
+    assert run_virtual(main(SharedHost(1), [(1.0, 1), (3.0, 1)])) == [2.0, 4.0]
+    # no host (a GPU cluster): work takes its own time
+    assert run_virtual(main(SharedHost(0), [(1.0, 1), (1.0, 4)])) == [1.0, 1.0]
