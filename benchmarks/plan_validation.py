@@ -199,9 +199,9 @@ def main() -> None:
             distinct.append((len(set(codes)) - 1) / (len(codes) - 1))
         return out
 
-    async def rec_train(samples, temperature=1.0):
+    async def rec_train(samples, temperature=1.0, policy_version=None):
         last_batch[:] = samples
-        return await train(samples, temperature)
+        return await train(samples, temperature, policy_version)
 
     workers.rollout.generate, workers.verifiers.verify_group = rec_generate, rec_verify
     workers.learner.train_step = rec_train

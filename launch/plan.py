@@ -27,8 +27,8 @@ from launch.config_cli import config_parser, load_named_config  # noqa: E402
 def parse_args(argv):
     p = config_parser(__doc__, "key=value overrides, e.g. trainer.prompts_per_step=64")
     p.add_argument("--steps", type=int, default=20, help="steps to simulate (default 20)")
-    p.add_argument("--splits-steps", type=int, default=6,
-                   help="steps per candidate split of the cluster (default 6; 0 = do not compare splits)")
+    p.add_argument("--splits-steps", type=int, default=8,
+                   help="steps per candidate split of the cluster (default 8; 0 = do not compare splits)")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout instead of the table")
     return p.parse_args(argv)
 

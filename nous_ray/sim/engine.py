@@ -177,6 +177,10 @@ class SimEngine:
         self._pending.clear()
         if self._task is not None:
             self._task.cancel()
+        if self._busy_since is not None:  # its thread stops too
+            self.records.busy_intervals.append((self._busy_since, self.clock.now()))
+            self._busy_since = None
+            self.host.remove(1)
         self._admitting.set()
         self._idle.set()
 

@@ -198,7 +198,10 @@ def compare_splits(cfg: Config, steps: int = 8) -> list[dict]:
                                                                                  cfg.learner.num_ranks)})
     fitting = [r for r in rows if r["fits"]]
     if fitting:
-        min(fitting, key=lambda r: r["step_time_s"])["best"] = True
+        best = min(fitting, key=lambda r: r["step_time_s"])
+        best["best"] = True
+        for r in fitting:  # steps vary by ~10% with the groups they get: a few of them 10% apart is a tie
+            r["tie"] = r is not best and r["step_time_s"] <= 1.10 * best["step_time_s"]
     return rows
 
 
@@ -246,7 +249,8 @@ def format_report(rep: dict) -> str:
         lines += ["", "splits of the cluster (learners on whole nodes; the rest rollout engines)",
                   f"  {'learner GPUs':>12} {'engines':>8} {'step s':>8} {'rollout busy':>12} {'learner idle':>12}"]
         for cnd in rep["candidates"]:
-            mark = ("  <- best" if cnd.get("best") else "") + ("  (this config)" if cnd["current"] else "")
+            mark = ("  <- best" if cnd.get("best") else "  <- within 10% of the best" if cnd.get("tie") else "") \
+                + ("  (this config)" if cnd["current"] else "")
             if not cnd["fits"]:
                 lines.append(f"  {cnd['learner_gpus']:12d} {cnd['engines']:8d}  does not fit: {cnd['error']}")
                 continue
