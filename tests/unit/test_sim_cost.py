@@ -80,3 +80,18 @@ def test_unknown_gpu_or_model_names_the_key():
         _cost("sim.gpu=a100")
     with pytest.raises(ValueError, match="model.hub_id"):
         _cost("model.hub_id=someone/unknown-7b")
+
+
+def test_the_cost_model_defaults_are_the_cluster_yaml_hardware():
+    import yaml
+
+    from nous_ray.config import SimConfig
+    from nous_ray.sim.specs import GPUS
+
+    nodes = yaml.safe_load(open("cluster.yaml"))["available_node_types"]
+    gpu_nodes = [n for n in nodes.values() if n.get("resources", {}).get("GPU")]
+    assert len(gpu_nodes) == 1
+    (node,) = gpu_nodes
+    sim = SimConfig()
+    assert node["node_config"]["InstanceType"] == GPUS[sim.gpu].instance
+    assert node["min_workers"] == sim.nodes and node["resources"]["GPU"] == sim.gpus_per_node
