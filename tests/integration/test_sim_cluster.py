@@ -117,16 +117,20 @@ def test_recipe_engines_stay_busy_and_learner_idle_is_as_planned(cluster, tmp_pa
     # window's groups, at most all the time), weight loads aside. Simulated seconds throughout.
     a, b = t0 * speedup, t1 * speedup
     allowed = summary["rollout_allowed_s"] * speedup
+    ratios = []
     for r in records:
         busy = _within(r["busy_intervals"], a, b)
         load = _within(r["load_intervals"], a, b)
-        assert busy >= 0.9 * (allowed - load), r["node"]
+        ratios.append(busy / (allowed - load))
+    assert min(ratios) >= 0.9, ratios
 
     # The learners' idle time is what the planner predicts for the same config and steps.
     rows = [r for r in read_metrics(tmp_path) if "time_step_s" in r][1:]
     idle = sum(r["learner_wait_generation_s"] + r["learner_wait_verification_s"] for r in rows) \
         / sum(r["time_step_s"] for r in rows)
     planned = simulate(cfg, steps)["learner"]["idle_frac"]
+    print(f"engines busy {min(ratios):.3f}-{max(ratios):.3f} of what the bound allows ({allowed / (b - a):.3f} "
+          f"of the run); learner idle {idle:.3f}, planned {planned:.3f}")
     assert idle == pytest.approx(planned, abs=0.08)
 
 
