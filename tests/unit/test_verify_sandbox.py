@@ -13,7 +13,6 @@ from nous_ray.verify.sandbox import SandboxWorker
 
 SETTINGS = JudgeSettings(max_output_mb=1.0, max_processes=32)
 SECRET = "SECRET-7f3a9c-ANSWER"
-IS_ROOT = os.geteuid() == 0
 
 
 @pytest.fixture(scope="module")
@@ -46,30 +45,21 @@ def verdict(worker, problem, code, settings=SETTINGS):
     return judge_program(worker, problem, textwrap.dedent(code), settings)
 
 
-def sandbox_pids(uid):
-    pids = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/status") as f:
-                    for line in f:
-                        if line.startswith("Uid:") and int(line.split()[1]) == uid:
-                            pids.append(int(name))
-            except OSError:
-                pass
-    return pids
-
-
-def children_of(pid):
-    out = []
+def descendants(pid):
+    """Host pids of every process below ``pid`` (the worker's bubblewrap: the fork-server, its tests)."""
+    parent = {}
     for name in os.listdir("/proc"):
         if name.isdigit():
             try:
                 with open(f"/proc/{name}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        out.append(int(name))
+                    parent[int(name)] = int(f.read().rsplit(")", 1)[1].split()[1])
             except (OSError, IndexError, ValueError):
                 pass
+    out, frontier = [], [pid]
+    while frontier:
+        kids = [c for c, p in parent.items() if p in frontier]
+        out += kids
+        frontier = kids
     return out
 
 
@@ -187,7 +177,6 @@ def test_rejects_frame_and_heap_walking(worker):
     assert r.verdict is Verdict.WRONG_ANSWER, r
 
 
-@pytest.mark.skipif(not IS_ROOT, reason="reading the judge's memory is blocked by the uid drop (root only)")
 def test_rejects_reading_judge_memory(worker):
     code = f"""
     import re
@@ -243,8 +232,11 @@ def test_rejects_listing_working_dir_and_tmp(worker):
             if dirpath.count(os.sep) - root.count(os.sep) >= 2:
                 dirs[:] = []
             for name in files[:200]:
+                path = os.path.join(dirpath, name)
+                if not os.path.isfile(path):  # a terminal (/dev/ptmx) would block the read
+                    continue
                 try:
-                    data = open(os.path.join(dirpath, name), errors="ignore").read(1 << 16)
+                    data = open(path, errors="ignore").read(1 << 16)
                 except OSError:
                     continue
                 if "SECRET-" in data:
@@ -256,14 +248,10 @@ def test_rejects_listing_working_dir_and_tmp(worker):
     assert "cwd" not in r.detail
 
 
-@pytest.mark.skipif(not IS_ROOT, reason="root-only files are unreadable only after the uid drop")
 def test_rejects_reading_test_file_on_disk(worker, tmp_path):
-    if worker.info.get("keep_root_files"):
-        pytest.skip("this Python lives where only root can read (e.g. /root): children keep root's "
-                    "file access, so root-only files are readable; the uid drop still applies")
     path = tmp_path / "tests.jsonl"
     path.write_text(json.dumps(SECRET_PROBLEM.to_dict()))
-    path.chmod(0o600)
+    path.chmod(0o644)  # readable by anyone on the host: it is the sandbox's view that hides it
     code = f"""
     import json
     try:
@@ -286,7 +274,7 @@ def test_empty_fresh_working_directory(worker):
 def test_rejects_infinite_loop(worker):
     r = verdict(worker, ADD, "while True:\n    pass")
     assert r.verdict is Verdict.TIME_LIMIT
-    assert r.cpu_s >= 1.0
+    assert r.cpu_s > 0  # (under load the wall backstop may stop it before a second of CPU)
 
 
 def test_rejects_sleeping_past_limit(worker):
@@ -307,13 +295,11 @@ def test_rejects_memory_past_limit(worker, code):
 def test_rejects_fork_bomb_and_leaves_nothing(worker):
     code = "import os\nwhile True:\n    os.fork()"
     r = verdict(worker, ADD, code)
-    assert r.verdict is not Verdict.ACCEPTED
-    assert children_of(worker.pid) == []
-    if IS_ROOT:
-        assert sandbox_pids(200_000 + worker.pid) == []
+    assert r.verdict is Verdict.RUNTIME_ERROR and "PermissionError" in r.detail, r
+    assert len(descendants(worker.pid)) == 1  # the fork-server alone
 
 
-def test_escaped_daemon_is_killed(worker):
+def test_cannot_start_a_daemon(worker):
     code = """
     import os, time
     if os.fork() == 0:
@@ -325,10 +311,8 @@ def test_escaped_daemon_is_killed(worker):
     print(a + b)
     """
     r = verdict(worker, ADD, code)
-    assert r.verdict is Verdict.ACCEPTED, r
-    assert children_of(worker.pid) == []
-    if IS_ROOT:
-        assert sandbox_pids(200_000 + worker.pid) == []
+    assert r.verdict is Verdict.RUNTIME_ERROR and "PermissionError" in r.detail, r
+    assert len(descendants(worker.pid)) == 1
 
 
 def test_rejects_printing_gigabytes(worker):
