@@ -171,9 +171,11 @@ def test_cannot_write_where_the_judge_or_the_next_judge_looks(worker):
     purelib = sysconfig.get_paths()["purelib"]
     stdlib = sysconfig.get_paths()["stdlib"]
     verify_dir = os.path.dirname(os.path.abspath(nous_ray.verify.child.__file__))
+    # (As an ordinary user the fork-server's /proc files belong to the test's uid, the sandbox's only
+    # one: opening /proc/1/comm succeeds there but the kernel refuses writes from another process, and
+    # /proc/1/oom_score_adj can be raised: a test can make its own sandbox the OOM killer's choice.)
     existing = [os.path.join(stdlib, "site.py"), os.path.join(verify_dir, "forkserver.py"), "/etc/ld.so.cache",
-                "/proc/1/mem", "/proc/1/comm", "/proc/1/oom_score_adj" if not AS_USER else "/proc/1/cmdline",
-                "/proc/sys/kernel/hostname", "/proc/sysrq-trigger"]
+                "/proc/1/mem", "/proc/1/environ", "/proc/sys/kernel/hostname", "/proc/sysrq-trigger"]
     name = f"nous-attack-probe-{os.getpid()}"
     new = [os.path.join(d, name) for d in (purelib, stdlib, verify_dir, "/usr/lib", "/", "/etc", "/dev", "/proc")]
     code = f"""
@@ -191,6 +193,12 @@ def test_cannot_write_where_the_judge_or_the_next_judge_looks(worker):
             opened.append(path)
         except OSError:
             pass
+    try:
+        with open("/proc/1/comm", "w") as f:
+            f.write("pwned")
+        opened.append("/proc/1/comm")
+    except OSError:
+        pass
     print(opened)
     """
     try:
