@@ -12,12 +12,15 @@ descriptor. The judge process compares everything. Exit statuses the program cou
 
 from __future__ import annotations
 
+import atexit
+import builtins
 import io
 import json
 import numbers
 import os
 import resource
 import sys
+import types
 
 # Exit statuses of the child (anything else, or a signal, is a runtime error).
 EXIT_OK = 0
@@ -59,11 +62,41 @@ CHILD_ENV = {
 }
 
 
-def build_prelude_namespace() -> dict:
-    """The globals a program starts from (LiveCodeBench's imports); built once in the fork-server."""
-    ns: dict = {}
-    exec(compile(LCB_PRELUDE, "<prelude>", "exec"), ns)
-    return ns
+class Warm:
+    """Built once in the fork-server, used as they are by each child (its copy-on-write copy): the
+    standard streams over descriptors 0, 1, 2 and the program's module (``__main__`` for stdin
+    programs, ``solution`` for call-based ones) holding LiveCodeBench's imports. Building them in a
+    child would write to every object they refer to (reference counts), copying those pages."""
+
+    def __init__(self):
+        self.stdin = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)),
+                                      encoding="utf-8", errors="strict")
+        self.stdout = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False)),
+                                       encoding="utf-8", errors="strict")
+        self.stderr = io.TextIOWrapper(io.BufferedWriter(io.FileIO(2, "w", closefd=False)),
+                                       encoding="utf-8", errors="backslashreplace", line_buffering=True)
+        self.argv = ["main.py"]
+        prelude: dict = {}
+        exec(compile(LCB_PRELUDE, "<prelude>", "exec"), prelude)
+        prelude.pop("__doc__", None)
+        prelude.update(stdin=self.stdin, stdout=self.stdout, stderr=self.stderr, argv=self.argv,
+                       __file__="main.py", __builtins__=builtins, __spec__=None, __loader__=None)
+        self.modules = {}
+        for name in ("__main__", "solution"):
+            mod = types.ModuleType(name)
+            mod.__dict__.update(prelude)
+            mod.__name__ = name
+            self.modules[name] = mod
+
+    def enter(self, name: str):
+        """In the child: the fresh streams become the process's, the module becomes ``name``."""
+        sys.stdin = sys.__stdin__ = self.stdin
+        sys.stdout = sys.__stdout__ = self.stdout
+        sys.stderr = sys.__stderr__ = self.stderr
+        sys.argv = self.argv
+        mod = self.modules[name]
+        sys.modules[name] = mod
+        return mod
 
 
 def _set_limits(cpu_s: int, memory_bytes: int, output_bytes: int, nproc: int) -> None:
@@ -148,24 +181,12 @@ def _encode_result(value) -> bytes:
     return RESULT_MAGIC + b"V" + b"%016x" % len(payload) + payload
 
 
-def _reopen_std_streams() -> None:
-    # Fresh text layers over the real descriptors 0/1/2 (the fork-server's objects may hold state).
-    sys.stdin = sys.__stdin__ = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)),
-                                                 encoding="utf-8", errors="strict")
-    sys.stdout = sys.__stdout__ = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False)),
-                                                   encoding="utf-8", errors="strict")
-    sys.stderr = sys.__stderr__ = io.TextIOWrapper(io.BufferedWriter(io.FileIO(2, "w", closefd=False)),
-                                                   encoding="utf-8", errors="backslashreplace",
-                                                   line_buffering=True)
-
-
 def _finish_like_interpreter_exit() -> None:
     """What a real interpreter does at exit: join non-daemon threads (the ``threading.stack_size``
     idiom runs ``main`` in one), run atexit handlers, flush the standard streams."""
-    import atexit
-    import threading
-
-    threading._shutdown()  # type: ignore[attr-defined]
+    threading = sys.modules.get("threading")  # no threads without it
+    if threading is not None:
+        threading._shutdown()  # type: ignore[attr-defined]
     atexit._run_exitfuncs()
     for s in (sys.stdout, sys.stderr):
         try:
@@ -202,30 +223,15 @@ def _lock_down(uid: int | None, syscall_filter, setup_fd: int) -> None:
     os.close(setup_fd)
 
 
-def _program_module(prelude: dict, name: str):
-    """A real module for the program (pickle finds classes it defines through ``sys.modules``),
-    starting from LiveCodeBench's imports and the reopened standard streams."""
-    import builtins
-    import types
-
-    mod = types.ModuleType(name)
-    g = mod.__dict__
-    g.update(prelude)  # the fork-server's copy is untouched: this process is disposable
-    g.pop("__doc__", None)
-    g.update(stdin=sys.stdin, stdout=sys.stdout, stderr=sys.stderr, argv=sys.argv, __name__=name,
-             __file__="main.py", __builtins__=builtins, __spec__=None, __loader__=None)
-    sys.modules[name] = mod
-    return mod
-
-
-def run_child(code, *, prelude: dict, call_fn: str | None, stdin_fd: int, stdout_fd: int,
+def run_child(code, *, warm: Warm, call_fn: str | None, stdin_fd: int, stdout_fd: int,
               stderr_fd: int, result_fd: int, workdir: str, cpu_limit_s: int, memory_bytes: int,
               output_bytes: int, nproc: int, uid: int | None, syscall_filter, setup_fd: int) -> None:
     """Never returns: runs ``code`` (a compiled module) and ``os._exit``s with a status.
 
-    ``call_fn`` None: standard-input mode, the program runs as the ``__main__`` module. Otherwise
-    call-based: stdin_fd holds the arguments (one JSON value per line); the program's module
-    (``solution``) is built, then ``Solution().<call_fn>(*args)`` (or the top-level function) is called
+    ``call_fn`` None: standard-input mode, the program runs as the ``__main__`` module (a real one:
+    pickle finds the classes it defines). Otherwise call-based: stdin_fd holds the arguments (one JSON
+    value per line); the program's module (``solution``) is run, then ``Solution().<call_fn>(*args)``
+    (or the top-level function) is called
     and its JSON written to ``result_fd``; the program's own stdout goes to ``stdout_fd`` (discarded by
     the judge). ``setup_fd`` receives "ok" once the sandbox is complete, before any program code runs.
     """
@@ -257,12 +263,10 @@ def run_child(code, *, prelude: dict, call_fn: str | None, stdin_fd: int, stdout
         os.environ["HOME"] = os.environ["TMPDIR"] = workdir
         _set_limits(cpu_limit_s, memory_bytes, output_bytes, nproc)
         _lock_down(uid, syscall_filter, setup_fd)
-        _reopen_std_streams()
-        sys.argv = ["main.py"]
         sys.path[0] = workdir
         sys.setrecursionlimit(RECURSION_LIMIT)
         if call_fn is None:
-            mod = _program_module(prelude, "__main__")
+            mod = warm.enter("__main__")
             try:
                 exec(code, mod.__dict__)
                 status = EXIT_OK
@@ -272,8 +276,7 @@ def run_child(code, *, prelude: dict, call_fn: str | None, stdin_fd: int, stdout
         else:
             args = [json.loads(line) for line in args_text.split("\n") if line.strip()]
             del args_text
-            mod = _program_module(prelude, "solution")
-            g = mod.__dict__
+            g = warm.enter("solution").__dict__
             try:
                 exec(code, g)
                 sol = g.get("Solution")

@@ -6,9 +6,10 @@ the judge creates the descriptors a test reads and writes (memfds) and passes th
 with SCM_RIGHTS; this process only forks, waits, kills and reaps. Standard library only.
 
 ``--isolated``: it runs as process 1 of a bubblewrap sandbox (see :mod:`isolation`), holding
-CAP_SYS_ADMIN in the sandbox's user namespace only. Before each test it mounts a fresh tmpfs on
-``/tmp`` (also seen as ``/var/tmp`` and ``/dev/shm``) and unmounts it after, so nothing a test writes
-meets the next one; the rest of the sandbox is read-only. ``--test-uid``: tests run as that uid of the
+CAP_SYS_ADMIN in the sandbox's user namespace only. Each test gets a new tmpfs on ``/tmp`` (also seen
+as ``/var/tmp`` and ``/dev/shm``), unmounted after it, so nothing a test writes meets the next one;
+the rest of the sandbox is read-only. The unmount and the next test's mount happen after the reply is
+sent, while the judge compares. ``--test-uid``: tests run as that uid of the
 sandbox (a second uid exists only when the judge runs as root). Without ``--isolated`` (isolation
 "none") tests get a private working directory and nothing else.
 
@@ -54,9 +55,8 @@ import operator  # noqa: E401,E402,F401
 
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_DUMPABLE = 4
-MS_NOSUID, MS_NODEV, MS_BIND = 0x2, 0x4, 0x1000
+MS_NOSUID, MS_NODEV = 0x2, 0x4
 MNT_DETACH = 2
-TMP_DIRS = ("/tmp", "/dev/shm")  # /var/tmp is a symlink to /tmp in the sandbox
 TMP_INODES = 16384
 _HDR = struct.Struct("<I")
 _LIBC = ctypes.CDLL(None, use_errno=True)
@@ -93,21 +93,16 @@ def _send(sock: socket.socket, msg: dict) -> None:
 # -- the writable part of a test's view ---------------------------------------------------------
 
 def _mount_fresh_tmp(size_bytes: int) -> None:
-    """A new, empty tmpfs on /tmp, bound on /dev/shm too (isolated mode)."""
+    """A new, empty tmpfs on /tmp (isolated mode)."""
     opts = f"size={max(1 << 20, size_bytes)},nr_inodes={TMP_INODES},mode=1777".encode()
     if _LIBC.mount(b"tmpfs", b"/tmp", b"tmpfs", MS_NOSUID | MS_NODEV, opts) != 0:
         e = ctypes.get_errno()
         raise OSError(e, f"mount tmpfs on /tmp: {os.strerror(e)}")
-    if _LIBC.mount(b"/tmp", b"/dev/shm", None, MS_BIND, None) != 0:
-        e = ctypes.get_errno()
-        _LIBC.umount2(b"/tmp", MNT_DETACH)
-        raise OSError(e, f"bind /tmp on /dev/shm: {os.strerror(e)}")
 
 
 def _drop_tmp() -> None:
     # Detached, the tmpfs is freed with its last user: the test's processes are already reaped.
-    for d in reversed(TMP_DIRS):
-        _LIBC.umount2(d.encode(), MNT_DETACH)
+    _LIBC.umount2(b"/tmp", MNT_DETACH)
 
 
 def _remove_tree(top: str) -> None:
@@ -192,14 +187,43 @@ class Server:
         self.isolated = isolated
         self.test_uid = test_uid
         self.filter = seccomp.build()
-        self.prelude = child.build_prelude_namespace()
+        self.warm = child.Warm()
         self.code = None
+        self.tmp_size: int | None = None  # size of the fresh tmpfs waiting on /tmp, None: none is
+
+    def _workdir(self, size: int) -> str:
+        """Where the next test runs: the fresh /tmp (mounted now unless one is waiting), or a new folder."""
+        if not self.isolated:
+            return tempfile.mkdtemp(prefix="nous-run-")
+        if self.tmp_size != size:
+            if self.tmp_size is not None:
+                _drop_tmp()
+            self.tmp_size = None
+            _mount_fresh_tmp(size)
+            self.tmp_size = size
+        self.tmp_size = -1  # taken: whatever happens, this one is not given to another test
+        return "/tmp"
+
+    def recycle(self, workdir: str | None, size: int) -> None:
+        """After a test (its reply sent): drop what it could write, and ready a fresh /tmp for the next."""
+        if not self.isolated:
+            if workdir is not None:
+                _remove_tree(workdir)
+            return
+        if self.tmp_size is not None:
+            _drop_tmp()
+            self.tmp_size = None
+        try:
+            _mount_fresh_tmp(size)
+            self.tmp_size = size
+        except OSError:
+            pass  # the next test mounts one itself, or reports why it cannot
 
     def _fork_child(self, code, req: dict, fds: list[int], setup_w: int) -> int:
         stdin_fd, stdout_fd, stderr_fd, result_fd = fds
         pid = os.fork()
         if pid == 0:
-            child.run_child(code, prelude=self.prelude, call_fn=req.get("call_fn"), stdin_fd=stdin_fd,
+            child.run_child(code, warm=self.warm, call_fn=req.get("call_fn"), stdin_fd=stdin_fd,
                             stdout_fd=stdout_fd, stderr_fd=stderr_fd, result_fd=result_fd,
                             workdir=req["workdir"], cpu_limit_s=int(req["cpu_limit_s"]),
                             memory_bytes=int(req["memory_bytes"]), output_bytes=int(req["output_bytes"]),
@@ -209,16 +233,12 @@ class Server:
         return pid
 
     def run_one(self, code, req: dict, fds: list[int]) -> dict:
+        """One test; the caller then calls :meth:`recycle` with ``req["workdir"]``."""
         t_setup = time.monotonic()
-        workdir = None
+        req["workdir"] = None
         setup_r = setup_w = -1
         try:
-            if self.isolated:
-                _mount_fresh_tmp(int(req["output_bytes"]))
-                req["workdir"] = "/tmp"
-            else:
-                workdir = tempfile.mkdtemp(prefix="nous-run-")
-                req["workdir"] = workdir
+            req["workdir"] = self._workdir(int(req["output_bytes"]))
             setup_r, setup_w = os.pipe()
             t0 = time.monotonic()
             pid = self._fork_child(code, req, fds, setup_w)
@@ -254,10 +274,6 @@ class Server:
             for fd in (*fds, setup_r, setup_w):
                 if fd >= 0:
                     os.close(fd)
-            if self.isolated:
-                _drop_tmp()
-            elif workdir is not None:
-                _remove_tree(workdir)
 
     def trial(self) -> str | None:
         """Run one program that must fail to fork, as a test would run: None, or what went wrong."""
@@ -265,9 +281,11 @@ class Server:
                        "import collections, json, math\nopen('probe', 'w').write('x')\n", "trial", "exec")
         fds = [os.memfd_create(n, os.MFD_CLOEXEC) for n in ("stdin", "stdout", "stderr", "result")]
         err_fd = os.dup(fds[2])
+        req = {"call_fn": None, "cpu_limit_s": 10, "wall_limit_s": 30, "memory_bytes": 1 << 30,
+               "output_bytes": 1 << 20, "nproc": 16}
         try:
-            reply = self.run_one(code, {"call_fn": None, "cpu_limit_s": 10, "wall_limit_s": 30,
-                                        "memory_bytes": 1 << 30, "output_bytes": 1 << 20, "nproc": 16}, fds)
+            reply = self.run_one(code, req, fds)
+            self.recycle(req["workdir"], req["output_bytes"])
             if "setup_failed" in reply:
                 return reply["setup_failed"]
             if reply["status"] != 0 or reply["signal"]:
@@ -305,6 +323,7 @@ class Server:
                     _send(sock, {"setup_failed": check or "no program loaded or bad descriptors"})
                     continue
                 _send(sock, self.run_one(self.code, req, fds))
+                self.recycle(req["workdir"], int(req["output_bytes"]))
             elif req["op"] == "ping":
                 _send(sock, {"pong": os.getpid(), "isolated": self.isolated, "test_uid": self.test_uid,
                              "check": check})

@@ -4,8 +4,8 @@ unsandboxed. This module builds the command line; :mod:`sandbox` starts it.
 ``bwrap`` (the default): the fork-server is process 1 of its own user, pid, network, IPC, UTS and
 cgroup namespaces and of a mount namespace whose root is an empty read-only tmpfs holding read-only
 binds of only what the interpreter needs (its installation, the virtual environment, the system's
-shared libraries, the verifier's two modules); ``/proc`` of its own pid namespace, a minimal ``/dev``,
-no ``/sys``, no network but loopback. It keeps one capability, CAP_SYS_ADMIN inside its own user
+shared libraries, the verifier's modules); ``/proc`` of its own pid namespace, five devices in
+``/dev``, no ``/sys``, no network but loopback. ``/var/tmp`` and ``/dev/shm`` lead to ``/tmp``. It keeps one capability, CAP_SYS_ADMIN inside its own user
 namespace, to mount a fresh ``/tmp`` for every test (see :mod:`forkserver`); each test drops it.
 
 As an ordinary user the sandbox has one uid, the user's own (bubblewrap maps nothing else). As root,
@@ -30,6 +30,7 @@ TEST_UID = 1  # the sandbox's second uid (only when the judge runs as root)
 SYSTEM_LIB_DIRS = ("/usr/lib", "/usr/lib64", "/usr/lib32", "/usr/libx32")
 ROOT_LIB_LINKS = ("/lib", "/lib64", "/lib32", "/libx32")  # symlinks into /usr on merged-usr systems
 SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/localtime")
+DEVICES = ("null", "zero", "full", "random", "urandom")
 
 FIX = ("Fix: allow user namespaces (sysctl user.max_user_namespaces=15000; on Debian "
        "kernel.unprivileged_userns_clone=1; on Ubuntu 24.04 kernel.apparmor_restrict_unprivileged_userns=0; "
@@ -118,8 +119,15 @@ def bwrap_argv(bwrap: str, forkserver_argv: list[str], userns_fd: int | None) ->
     a += ["--perms", "0755", "--dir", "/etc"]
     for f in SYSTEM_FILES:
         a += ["--ro-bind-try", f, f]
-    a += ["--proc", "/proc", "--dev", "/dev", "--dir", "/tmp", "--symlink", "/tmp", "/var/tmp",
-          "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", "/", "--"]
+    # /dev: five devices and the usual links; /dev/shm and /var/tmp lead to each test's /tmp.
+    a += ["--perms", "0755", "--dir", "/dev"]
+    for d in DEVICES:
+        a += ["--dev-bind", f"/dev/{d}", f"/dev/{d}"]
+    a += ["--symlink", "/proc/self/fd", "/dev/fd"]
+    for k, name in enumerate(("stdin", "stdout", "stderr")):
+        a += ["--symlink", f"/proc/self/fd/{k}", f"/dev/{name}"]
+    a += ["--proc", "/proc", "--perms", "1777", "--dir", "/tmp", "--symlink", "/tmp", "/dev/shm",
+          "--symlink", "/tmp", "/var/tmp", "--remount-ro", "/", "--chdir", "/", "--"]
     return a + forkserver_argv
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import platform
+import os
 import struct
 
 CLONE_THREAD = 0x00010000
@@ -83,7 +83,7 @@ def build(deny: dict[str, int] = DENIED, clone_allowed_only_with: int | None = C
     ``deny``: system call name -> errno. ``clone`` is allowed only when its flags contain
     ``clone_allowed_only_with`` (None: always) and none of ``clone_denied_with``.
     """
-    arch = _ARCHES.get(machine or platform.machine())
+    arch = _ARCHES.get(machine or os.uname().machine)
     if arch is None:
         return None
     audit, nrs = arch
