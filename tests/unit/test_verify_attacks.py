@@ -14,9 +14,11 @@ import textwrap
 import tracemalloc
 
 import pytest
+import sandbox_helpers as helpers
+from sandbox_helpers import descendants
 
 import nous_ray.verify.child
-from nous_ray.data.problem import Problem, ProblemFormatError, TestCase
+from nous_ray.data.problem import Problem, ProblemFormatError
 from nous_ray.verify.judge import JudgeSettings, judge_program
 from nous_ray.verify.result import Verdict
 from nous_ray.verify.sandbox import SandboxWorker
@@ -35,40 +37,18 @@ def worker():
     w.close()
 
 
-def stdin_problem(tests, **kw):
-    kw.setdefault("time_limit_s", 2.0)
-    kw.setdefault("memory_limit_mb", 512)
-    return Problem("attack", "test", "statement", [TestCase(i, o) for i, o in tests], **kw)
+def stdin_problem(tests, time_limit_s=2.0, **kw):
+    return helpers.stdin_problem(tests, time_limit_s=time_limit_s, **kw)
 
 
-def call_problem(fn_name, tests, **kw):
-    kw.setdefault("time_limit_s", 2.0)
-    kw.setdefault("memory_limit_mb", 512)
-    return Problem("attack-call", "test", "statement", [TestCase(i, o, "functional") for i, o in tests],
-                   fn_name=fn_name, **kw)
+def call_problem(fn_name, tests, time_limit_s=2.0, **kw):
+    return helpers.call_problem(fn_name, tests, time_limit_s=time_limit_s, **kw)
 
 
 def judge(worker, problem, code, settings=SETTINGS):
     r = judge_program(worker, problem, textwrap.dedent(code), settings)
     assert r.verdict is not Verdict.INFRA_ERROR, r  # no attack may escape the -1
     return r
-
-
-def descendants(pid):
-    parent = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/stat") as f:
-                    parent[int(name)] = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                pass
-    out, frontier = [], [pid]
-    while frontier:
-        kids = [c for c, p in parent.items() if p in frontier]
-        out += kids
-        frontier = kids
-    return out
 
 
 def test_this_run_is_the_one_it_says(worker):

@@ -5,8 +5,8 @@ import os
 import textwrap
 
 import pytest
+from sandbox_helpers import call_problem, descendants, stdin_problem
 
-from nous_ray.data.problem import Problem, TestCase
 from nous_ray.verify.judge import JudgeSettings, judge_program
 from nous_ray.verify.result import Verdict
 from nous_ray.verify.sandbox import SandboxWorker
@@ -23,19 +23,6 @@ def worker():
     w.close()
 
 
-def stdin_problem(tests, **kw):
-    kw.setdefault("time_limit_s", 1.0)
-    kw.setdefault("memory_limit_mb", 512)
-    return Problem("p-stdin", "test", "statement", [TestCase(i, o) for i, o in tests], **kw)
-
-
-def call_problem(fn_name, tests, **kw):
-    kw.setdefault("time_limit_s", 1.0)
-    kw.setdefault("memory_limit_mb", 512)
-    return Problem("p-call", "test", "statement", [TestCase(i, o, "functional") for i, o in tests],
-                   fn_name=fn_name, **kw)
-
-
 ADD = stdin_problem([("1 2\n", "3\n"), ("10 20\n", "30\n"), ("100000 1\n", "100001\n")])
 SECRET_PROBLEM = stdin_problem([("x\n", SECRET + "\n")])
 TWO_SUM = call_problem("twoSum", [("[2, 7, 11, 15]\n9", "[0, 1]"), ("[3, 2, 4]\n6", "[1, 2]")])
@@ -43,24 +30,6 @@ TWO_SUM = call_problem("twoSum", [("[2, 7, 11, 15]\n9", "[0, 1]"), ("[3, 2, 4]\n
 
 def verdict(worker, problem, code, settings=SETTINGS):
     return judge_program(worker, problem, textwrap.dedent(code), settings)
-
-
-def descendants(pid):
-    """Host pids of every process below ``pid`` (the worker's bubblewrap: the fork-server, its tests)."""
-    parent = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/stat") as f:
-                    parent[int(name)] = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                pass
-    out, frontier = [], [pid]
-    while frontier:
-        kids = [c for c, p in parent.items() if p in frontier]
-        out += kids
-        frontier = kids
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
