@@ -116,18 +116,32 @@ class ContextStage:
     max_tokens: int = 32768
 
 
+# The largest sequence-level clip (gspo, gspo_plus) accepted without algo.allow_large_sequence_clip.
+SEQUENCE_CLIP_MAX = 1e-2
+
+
 @dataclass
 class AlgoConfig:
     loss: str = "dapo"  # dapo | gspo | gspo_plus
-    # None = the objective's own default (dapo 0.2 / 0.28, gspo and gspo_plus 3e-4 / 4e-4).
+    # None = the objective's own default (dapo 0.2 / 0.28, gspo and gspo_plus 3e-4 / 4e-4). Leave
+    # them unset in configs, so switching algo.loss switches the clip too.
     clip_low: Optional[float] = None
     clip_high: Optional[float] = None
+    # A sequence-level clip (gspo, gspo_plus) above SEQUENCE_CLIP_MAX is refused unless this is true:
+    # a token-level range such as 0.2 / 0.28 on a geometric-mean ratio never clips.
+    allow_large_sequence_clip: bool = False
+    # Dual clip for negative advantages (verl's clip_ratio_c): a unit's loss is at most c |A|; null = off.
+    clip_ratio_c: Optional[float] = 3.0
+    # Per-token log-ratios are clamped to +-this before exp (as verl).
+    log_ratio_clamp: float = 20.0
     adv_eps: float = 1e-6
     overlong_filter: bool = True
     # Whether a truncated response's reward still enters its group's mean and std.
     overlong_in_group_stats: bool = True
     dynamic_sampling: bool = True
-    # Truncated importance-sampling correction against the engine's log-probs; 0 = off.
+    # 0: coupled form, the engine's log-probs are the old policy of the clipped ratio. > 0: decoupled
+    # form, the learner's log-probs under the weights it holds at the start of the step are the old
+    # policy and every unit is weighted by min(pi_prox / pi_engine, tis_cap) (nous_ray/algo/losses.py).
     tis_cap: float = 0.0
     context_schedule: list[ContextStage] = field(
         default_factory=lambda: [ContextStage(0, 32768), ContextStage(1000, 40960)]
@@ -211,8 +225,8 @@ class EvalConfig:
     temperature: float = 0.6
     top_p: float = 0.95
     max_tokens: int = 81920
-    # YaRN for long-context evaluation: None = off. The rope table covers original * factor positions
-    # (40,960 * 2.0 = 81,920), or the engine's whole context when that is longer (see nous_ray/eval/engine.py).
+    # YaRN for long-context evaluation: None = off. The context is the rope table, original * factor
+    # positions (40,960 * 2.0 = 81,920); a response gets them minus its prompt (see nous_ray/eval/engine.py).
     yarn_original_max_positions: Optional[int] = 40960
     yarn_factor: float = 2.0
     max_problems: Optional[int] = None
@@ -221,6 +235,49 @@ class EvalConfig:
     prompt_format: Optional[str] = None
     # Qwen3 chat templates: None leaves the template's default (thinking on, the recipe's setting).
     enable_thinking: Optional[bool] = None
+
+
+@dataclass
+class PrepareConfig:
+    """``launch/prepare_data.py``: the training set as the recipe needs it (see nous_ray/prepare)."""
+
+    # Stage 1 always runs (it is the loading); this picks the loaders' error policy: skip (and count)
+    # malformed rows, or stop at the first one.
+    skip_malformed: bool = True
+    # Stage switches.
+    dedupe: bool = True
+    decontaminate: bool = True
+    verify_tests: bool = True
+    difficulty: bool = False  # needs a model (model.path) and rollout workers
+    # Near duplicates: Jaccard similarity of word 5-gram shingle sets of the normalized statements
+    # (candidates from MinHash LSH, each candidate pair then checked exactly).
+    dedupe_ngram: int = 5
+    dedupe_threshold: float = 0.7
+    # Statements shorter than this many words are compared exactly only: one changed word of a
+    # one-liner ("print the largest" / "the smallest") is another problem.
+    dedupe_min_words: int = 20
+    minhash_num_perm: int = 128
+    # Decontamination against the evaluation set, regardless of date: word 13-grams; a training
+    # problem is dropped when the 13-grams it shares with one evaluation problem are at least this
+    # fraction of the smaller of the two statements' 13-gram sets.
+    decontam_ngram: int = 13
+    decontam_threshold: float = 0.5
+    # And by contest date where the training problem has one: dropped when dated on or after this
+    # day; None = the earliest contest date of the evaluation set.
+    decontam_by_date: bool = True
+    date_cutoff: Optional[str] = None
+    # Test verification: up to this many reference solutions per problem run through the judge.
+    max_references: int = 3
+    # Problems with fewer tests are dropped (DeepCoder's data recipe used 5).
+    min_tests: int = 5
+    # The judge compares outputs exactly and has no checker hook: problems whose statement accepts
+    # any of several answers are dropped unless you bring a checker and set this.
+    keep_multi_answer: bool = False
+    # Difficulty: samples per problem with the rollout workers (sampling: rollout.sampling; prompt:
+    # data.prompt_format); problems solved by all or none of them are dropped.
+    difficulty_samples: int = 8
+    # Response limit of those samples; None = the first stage of algo.context_schedule.
+    difficulty_max_tokens: Optional[int] = None
 
 
 @dataclass
@@ -243,6 +300,7 @@ class Config:
     init: InitConfig = field(default_factory=InitConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
 
 
 DEFAULT_CONFIG_FILE = Path(__file__).resolve().parent.parent / "configs" / "tiny.yaml"
@@ -283,7 +341,21 @@ def validate(cfg: Config) -> None:
         if not cond:
             raise ConfigError(f"key {key!r}: {why}")
 
-    need(cfg.algo.loss in ("dapo", "gspo", "gspo_plus"), "algo.loss", f"unknown objective {cfg.algo.loss!r}")
+    algo = cfg.algo
+    need(algo.loss in ("dapo", "gspo", "gspo_plus"), "algo.loss", f"unknown objective {algo.loss!r}")
+    need(algo.clip_low is None or 0 <= algo.clip_low < 1, "algo.clip_low", f"must be in [0, 1), got {algo.clip_low}")
+    need(algo.clip_high is None or algo.clip_high >= 0, "algo.clip_high", f"must be >= 0, got {algo.clip_high}")
+    if algo.loss != "dapo" and not algo.allow_large_sequence_clip:
+        for key in ("clip_low", "clip_high"):
+            v = getattr(algo, key)
+            need(v is None or v <= SEQUENCE_CLIP_MAX, f"algo.{key}",
+                 f"{v} is far above a sequence-level clip ({algo.loss}'s default is 3e-4 / 4e-4; sequence ratios are "
+                 f"geometric means and a token-level range never clips them); leave it unset, or set "
+                 f"algo.allow_large_sequence_clip=true")
+    need(algo.clip_ratio_c is None or algo.clip_ratio_c > 1, "algo.clip_ratio_c",
+         f"must be > 1 (or null: no dual clip), got {algo.clip_ratio_c}")
+    need(algo.log_ratio_clamp > 0, "algo.log_ratio_clamp", f"must be > 0, got {algo.log_ratio_clamp}")
+    need(algo.tis_cap >= 0, "algo.tis_cap", f"must be >= 0 (0 = coupled form), got {algo.tis_cap}")
     need(cfg.verifier.backend in ("local", "modal"), "verifier.backend", f"unknown backend {cfg.verifier.backend!r}")
     need(cfg.weight_sync.transport in ("object_store", "nccl"), "weight_sync.transport",
          f"unknown transport {cfg.weight_sync.transport!r}")

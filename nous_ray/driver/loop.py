@@ -9,9 +9,15 @@ Three kinds of coroutines share one event loop:
 - the *trainer*: waits until a batch of useful groups is ready, trains, publishes the new weights to
   the rollout workers (who load them between requests), logs, checkpoints, repeats.
 
+What is counted: a *training step* trains one batch and publishes one new *policy version*
+(``Driver.step`` is both: training steps done = the version the learners hold); it is
+``learner.minibatches`` *optimizer steps* (what the learning-rate warm-up counts, ``train/optimizer_step``).
+Staleness and ``trainer.max_off_policy_steps`` count policy versions.
+
 Generation continues while the learners train; how far it may run ahead is bounded by the
-staleness bound (``trainer.max_off_policy_steps``): at most ``bound + 1`` batches of groups are
-outstanding, and a group older than the bound when its batch forms is dropped and counted.
+staleness bound (``trainer.max_off_policy_steps``): at most ``max(1, bound)`` batches of groups are
+outstanding (issued, in flight or buffered, not yet trained or dropped; ``trainer.max_outstanding_batches``
+overrides it), and a group older than the bound when its batch forms is dropped and counted.
 
 The worker pools are duck-typed (see :class:`Workers`), built by ``actors/`` and handed in: the
 library never imports the actor layer.
@@ -91,7 +97,7 @@ class Driver:
         self.sampler = ProblemSampler(len(problems), seed=cfg.data.seed, shuffle=cfg.data.shuffle)
         self.counters = Counters()
         self.buffer = BatchBuffer(t.prompts_per_step, t.max_off_policy_steps, self.counters)
-        self.step = 0  # optimizer steps done == learner policy version
+        self.step = 0  # training steps done == the learners' policy version (not optimizer steps)
         self.rng = random.Random(t.seed)
         # Groups issued but not yet trained on or dropped. Generating further ahead than the
         # staleness bound only produces samples that go stale before their batch forms.
@@ -270,7 +276,7 @@ class Driver:
             samples = [s for g in batch for s in g.samples]
             staleness = [self.step - s.version for s in samples]
             stats, self._stats = self._stats, _StepStats()
-            metrics = await self.w.learner.train_step(samples, self.cfg.rollout.sampling.temperature)
+            metrics = await self.w.learner.train_step(samples, self.cfg.rollout.sampling.temperature, self.step)
             t_trained = time.monotonic()
             self.step += 1
             await self._publish()
@@ -283,6 +289,7 @@ class Driver:
                 "reward_mean": stats.reward_sum / max(1, stats.verified),
                 "pass_rate": stats.accepted / max(1, stats.verified),
                 "batch_reward_mean": sum(s.reward for s in samples) / len(samples),
+                "batch_samples": len(samples),
                 "filtered_groups": self.counters.filtered_groups - filtered_before,
                 "stale_groups": self.counters.stale_groups,
                 "response_len_mean": sum(len(s.response_ids) for s in samples) / len(samples),

@@ -5,6 +5,7 @@ dynamic sampling off, so every group trains and runs stay short whatever the ran
 """
 
 import asyncio
+import itertools
 import json
 
 import pytest
@@ -71,7 +72,7 @@ def _run(cfg, system, run_dir, during=None):
 def _assert_accounted(summary):
     c = summary["counters"]
     assert c["generated"] == c["trained"] + c["filtered"] + c["dropped_stale"] + c["dropped_infra"] \
-        + c["dropped_resume"] + summary["pending"]
+        + c["dropped_resume"] + c["dropped_truncated"] + summary["pending"]
     assert summary["pending"] >= 0
 
 
@@ -85,7 +86,10 @@ def test_staleness_bound_and_accounting(system, tmp_path):
     assert all(r["sync_logprob_diff_max"] < 1e-4 for r in rows)
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
     assert max(r["staleness_max"] for r in rows) <= 1
-    assert all(r["count/trained"] == r["step"] * 4 * 4 for r in rows)  # 4 groups of 4 per step
+    # 4 groups of 4 per step, less the truncated responses (overlong filtering leaves them out).
+    assert [r["count/trained"] for r in rows] == list(itertools.accumulate(r["batch_samples"] for r in rows))
+    assert all(0 < r["batch_samples"] <= 16 for r in rows)
+    assert rows[-1]["count/dropped_truncated"] > 0  # a random model's responses run into the limit
     _assert_accounted(summary)
     assert summary["worker_restarts"] == 0
     # Samples and their verdicts are saved per step for inspection.
