@@ -76,6 +76,10 @@ class Warm:
         self.stderr = io.TextIOWrapper(io.BufferedWriter(io.FileIO(2, "w", closefd=False)),
                                        encoding="utf-8", errors="backslashreplace", line_buffering=True)
         self.argv = ["main.py"]
+        # The fork-server's own streams stay referenced: replaced in a child, they would otherwise be
+        # freed there, and freeing writes to (so copies) the pages they sit on.
+        self.replaced = (sys.stdin, sys.stdout, sys.stderr, sys.__stdin__, sys.__stdout__, sys.__stderr__,
+                         sys.argv)
         prelude: dict = {}
         exec(compile(LCB_PRELUDE, "<prelude>", "exec"), prelude)
         prelude.pop("__doc__", None)
@@ -133,12 +137,30 @@ def _drop_capabilities() -> None:
         raise OSError(ctypes.get_errno(), "capset failed")
 
 
+def _clear_inheritable_capabilities() -> None:
+    """The fork-server needs its permitted capabilities, never inheritable or ambient ones (which
+    bubblewrap sets for --cap-add): clear those, so a test that leaves uid 0 is left with none at all."""
+    import ctypes
+
+    header = (ctypes.c_uint32 * 2)(0x20080522, 0)
+    data = (ctypes.c_uint32 * 6)()
+    if _libc().capget(header, data) != 0:
+        raise OSError(ctypes.get_errno(), "capget failed")
+    data[2] = data[5] = 0  # inheritable, both words; the ambient set follows it down
+    if _libc().capset(header, data) != 0:
+        raise OSError(ctypes.get_errno(), "capset failed")
+
+
 def prepare() -> None:
     """Called once in the fork-server: load what every child would otherwise load again."""
     import ctypes
 
     global _NO_CAPS
-    _libc()
+    _clear_inheritable_capabilities()
+    # Resolve the C functions a child calls here, once (CDLL caches them): resolving them in every
+    # child costs page faults.
+    for name in ("capset", "prctl"):
+        getattr(_libc(), name)
     # capset(2) arguments: _LINUX_CAPABILITY_VERSION_3 for this thread, all sets empty.
     _NO_CAPS = ((ctypes.c_uint32 * 2)(0x20080522, 0), (ctypes.c_uint32 * 6)())
     # LiveCodeBench's evaluator raises the limit on int <-> str conversions to 50,000 digits.
@@ -148,11 +170,9 @@ def prepare() -> None:
     os.environ.update(CHILD_ENV)
 
 
-def _become_test_user(uid: int | None) -> None:
+def _become_test_user(uid: int) -> None:
     """In a sandbox that maps a second uid (the judge runs as root), run the test as that uid: the
     fork-server's own uid can then neither be signalled nor traced, and RLIMIT_NPROC applies."""
-    if uid is None:
-        return
     os.setgroups([])
     os.setresgid(uid, uid, uid)
     os.setresuid(uid, uid, uid)
@@ -212,8 +232,10 @@ def _lock_down(uid: int | None, syscall_filter, setup_fd: int) -> None:
     """The last steps before the program: its uid, no capabilities, the seccomp filter. Then tell the
     fork-server the sandbox is complete (the program cannot fake this: the descriptor is closed)."""
     try:
-        _become_test_user(uid)
-        _drop_capabilities()
+        if uid is not None:
+            _become_test_user(uid)  # leaving uid 0 clears every capability
+        else:
+            _drop_capabilities()
         if syscall_filter is not None:
             syscall_filter.install(_LIBC)
     except BaseException as e:

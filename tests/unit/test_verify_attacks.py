@@ -60,6 +60,15 @@ def test_this_run_is_the_one_it_says(worker):
     expected = "0" if AS_USER else "1"
     r = judge(worker, stdin_problem([("", expected)]), "import os\nprint(os.getuid())")
     assert r.verdict is Verdict.ACCEPTED, r
+    # No capability in any set, no way to gain one, the seccomp filter on.
+    status = "\n".join(["CapInh: 0", "CapPrm: 0", "CapEff: 0", "CapAmb: 0", "NoNewPrivs: 1", "Seccomp: 2"])
+    code = """
+    fields = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines())
+    for k in ("CapInh", "CapPrm", "CapEff", "CapAmb", "NoNewPrivs", "Seccomp"):
+        print(f"{k}: {int(fields[k].strip(), 16) if k.startswith('Cap') else fields[k].strip()}")
+    """
+    r = judge(worker, stdin_problem([("", status)]), code)
+    assert r.verdict is Verdict.ACCEPTED, r
 
 
 # ---------------------------------------------------------------------------------------------
