@@ -16,11 +16,14 @@ it can read an interpreter under a private home folder, and every test runs as t
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
 import sys
 import sysconfig
+
+log = logging.getLogger(__name__)
 
 ISOLATIONS = ("bwrap", "none")
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -173,7 +176,14 @@ class Launch:
             self.argv = forkserver
             return
         bwrap = bwrap_binary()
-        userns = root_userns(sandbox_uid) if os.geteuid() == 0 else None
+        userns = None
+        if os.geteuid() == 0:
+            try:
+                userns = root_userns(sandbox_uid)
+            except SandboxUnavailable as e:
+                # E.g. root of a user namespace that maps no second uid: sandbox as an ordinary user
+                # would (one uid); bubblewrap says so if that cannot work either.
+                log.warning("tests run as the fork-server's uid: %s", e)
         if userns is not None:
             self.fds.append(userns)
             forkserver += ["--isolated", "--test-uid", str(TEST_UID)]
@@ -191,5 +201,5 @@ class Launch:
 def unavailable(stderr_tail: str, detail: str) -> SandboxUnavailable:
     """The error for a sandbox that did not start: bubblewrap's own words, then the fix."""
     lines = [ln for ln in stderr_tail.strip().splitlines() if ln.strip()]
-    cause = lines[-1] if lines else detail
+    cause = (lines[-1] if lines else detail).rstrip(".")
     return SandboxUnavailable(f"verifier.isolation=bwrap: the sandbox does not start on this machine: {cause}. {FIX}")
