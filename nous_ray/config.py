@@ -22,8 +22,11 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
-    # A Hugging Face folder or hub name; "tiny" builds the bundled tiny Qwen3 (random weights).
+    # A local Hugging Face folder on storage every node sees, or "tiny" (the bundled tiny Qwen3, random
+    # weights). The job never downloads: `launch/prefetch.py` fetches hub_id into path once, before it.
     path: str = "tiny"
+    hub_id: Optional[str] = None  # e.g. Qwen/Qwen3-14B
+    hub_revision: Optional[str] = None  # a branch, tag or commit of hub_id; None = main
     # Only for path=tiny: the architecture of the model built from a config.
     tiny_hidden_size: int = 128
     tiny_layers: int = 2
@@ -40,7 +43,10 @@ class ModelConfig:
 class DataConfig:
     # "tiny" is the bundled toy problem set; otherwise a loader name: deepcoder, rlvr, lcb, jsonl.
     train: str = "tiny"
-    train_path: Optional[str] = None  # hub name or local parquet/jsonl; None uses the loader's default
+    # Local parquet/jsonl files or a local copy of the hub dataset's layout (a training job reads local
+    # files only); `launch/prefetch.py` fetches train_hub_id (None: the loader's hub dataset) into it.
+    train_path: Optional[str] = None
+    train_hub_id: Optional[str] = None
     train_subsets: list[str] = field(default_factory=list)  # e.g. DeepCoder's primeintellect, taco, lcbv5
     max_problems: Optional[int] = None
     # "lcb": LiveCodeBench's code-generation prompt through the chat template; "plain": statement only.
@@ -206,6 +212,10 @@ class TrainerConfig:
     max_outstanding_batches: int = 0
     # Give up (with an error) after this many batches' worth of groups filtered without a batch.
     max_filtered_batches: int = 20
+    # Give up after this many batches' worth of samples dropped for verifier infra errors (the sandbox
+    # or Modal could not judge them) without a batch: a verifier that fails every call is an error,
+    # not an endless wait.
+    max_infra_error_batches: int = 3
     seed: int = 0
     checkpoint_every: int = 10
     keep_checkpoints: int = 2
@@ -283,7 +293,13 @@ class PrepareConfig:
 @dataclass
 class RunConfig:
     name: str = "tiny"
+    # On several nodes: an absolute path on storage every node mounts (the driver and every learner
+    # rank write and read back a probe file there at start-up). A relative path is taken from the
+    # current directory, which must not be Ray's temporary copy of a job's working directory.
     run_dir: str = "runs/${run.name}"
+    # Storage every node mounts at the same path (the recipe: FSx for Lustre at /fsx); configs build
+    # run_dir, model.path and data paths from it with ${run.shared_dir}. Informational otherwise.
+    shared_dir: Optional[str] = None
     ray_address: Optional[str] = None  # None: join the cluster this runs in, else start a local one
 
 

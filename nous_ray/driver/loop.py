@@ -114,6 +114,7 @@ class Driver:
         self.worker_restarts = 0
         self.resumed_from: Path | None = None
         self._sync_tasks: dict[int, asyncio.Task] = {}
+        self._last_infra_error = ""
 
     # ---- generation -------------------------------------------------------------------------
 
@@ -190,8 +191,11 @@ class Driver:
         self._stats.verify_s += time.monotonic() - t_call
         self._stats.verify_calls += 1
         for j, s in enumerate(samples):
-            v = verdicts[j] if verdicts else {"verdict": "infra_error", "reward": None}
+            v = verdicts[j] if verdicts else {"verdict": "infra_error", "reward": None,
+                                              "detail": "verifier call failed"}
             s.verdict, s.reward = v["verdict"], v["reward"]
+            if s.reward is None:
+                self._last_infra_error = v.get("detail") or s.verdict
             st = self._stats
             st.verdicts[s.verdict] = st.verdicts.get(s.verdict, 0) + 1
             if s.reward is not None:
@@ -216,22 +220,36 @@ class Driver:
         except asyncio.TimeoutError:
             pass
 
-    async def _wait_for_batch(self) -> list[ScoredGroup]:
-        """Block until a batch is ready; charge the wait to generation or verification.
+    async def _wait_for_batch(self) -> list[ScoredGroup] | None:
+        """Block until a batch is ready; charge the wait to generation or verification. None once a
+        stop is requested: the checkpoint must not wait for generation (``ray job stop`` kills after
+        its grace period), and the prompts in flight are saved for re-issue.
 
         Dynamic sampling refills the batch from more groups, but not forever: a policy that passes
         all or none of its samples on every prompt would spin here, so after
         ``trainer.max_filtered_batches`` batches' worth of filtered groups without a batch this is
-        an error that says so.
+        an error that says so. Likewise a verifier that cannot judge (``trainer.max_infra_error_batches``
+        batches' worth of samples dropped for infra errors).
         """
         need = self.cfg.trainer.prompts_per_step
         filtered_at_start = self.counters.filtered_groups
+        infra_at_start = self.counters.dropped_infra
         last_report = time.monotonic()
         while True:
             batch = self.buffer.pop_batch(self.step)
             if batch is not None:
                 self._changed.set()  # room for more prompts
                 return batch
+            if self._stop:
+                return None
+            infra = self.counters.dropped_infra - infra_at_start
+            infra_limit = self.cfg.trainer.max_infra_error_batches * need * self.cfg.rollout.group_size
+            if infra_limit and infra >= infra_limit:
+                raise RuntimeError(
+                    f"step {self.step + 1}: the verifier failed on {infra} samples (infra errors: no verdict; last: "
+                    f"{self._last_infra_error}) and only {len(self.buffer)}/{need} useful groups formed "
+                    f"(trainer.max_infra_error_batches={self.cfg.trainer.max_infra_error_batches}). Check the "
+                    f"verifier: for verifier.backend=modal the token in the job's runtime env and the deployed app.")
             filtered = self.counters.filtered_groups - filtered_at_start
             limit = self.cfg.trainer.max_filtered_batches * need
             if limit and filtered >= limit:
@@ -272,6 +290,8 @@ class Driver:
             filtered_before = self.counters.filtered_groups
             waits_before = _Waits(self._waits.generation_s, self._waits.verification_s)
             batch = await self._wait_for_batch()
+            if batch is None:
+                break
             t_ready = time.monotonic()
             samples = [s for g in batch for s in g.samples]
             staleness = [self.step - s.version for s in samples]

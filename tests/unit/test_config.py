@@ -13,7 +13,7 @@ def test_tiny_default_loads_with_yaml_values():
 
 def test_recipe_config_and_command_line_overrides():
     cfg = load_config("configs/nouscoder_14b.yaml", ["trainer.steps=3", "algo.loss=gspo"])
-    assert cfg.model.path == "Qwen/Qwen3-14B"
+    assert cfg.model.hub_id == "Qwen/Qwen3-14B" and cfg.model.path == "/fsx/nous-ray/models/Qwen3-14B"
     assert cfg.rollout.group_size == 8
     assert cfg.trainer.max_off_policy_steps == 2
     assert cfg.trainer.steps == 3 and cfg.algo.loss == "gspo"
