@@ -283,8 +283,10 @@ def run_child(code, *, warm: Warm, call_fn: str | None, stdin_fd: int, stdout_fd
         os.chdir(workdir)
         # The fork-server's environment is already CHILD_ENV (prepare); only the paths differ.
         os.environ["HOME"] = os.environ["TMPDIR"] = workdir
-        _set_limits(cpu_limit_s, memory_bytes, output_bytes, nproc)
+        # Locked down first: a memory limit below what the interpreter already maps then fails the
+        # program (MemoryError: -1), not the sandbox's set-up.
         _lock_down(uid, syscall_filter, setup_fd)
+        _set_limits(cpu_limit_s, memory_bytes, output_bytes, nproc)
         sys.path[0] = workdir
         sys.setrecursionlimit(RECURSION_LIMIT)
         if call_fn is None:

@@ -9,9 +9,9 @@ with SCM_RIGHTS; this process only forks, waits, kills and reaps. Standard libra
 CAP_SYS_ADMIN in the sandbox's user namespace only. Each test gets a new tmpfs on ``/tmp`` (also seen
 as ``/var/tmp`` and ``/dev/shm``), unmounted after it, so nothing a test writes meets the next one;
 the rest of the sandbox is read-only. The unmount and the next test's mount happen after the reply is
-sent, while the judge compares. ``--test-uid``: tests run as that uid of the
-sandbox (a second uid exists only when the judge runs as root). Without ``--isolated`` (isolation
-"none") tests get a private working directory and nothing else.
+sent, while the judge compares. ``--test-uid``: tests run as that uid of the sandbox (a second uid
+exists only when the judge runs as root). Without ``--isolated`` (isolation "none") tests get a
+private working directory and nothing else.
 
 Protocol on the socket FD, one request at a time (judge -> server), frames of ``u32 length + JSON``:
 
