@@ -95,7 +95,20 @@ def test_job_stop_waits_the_grace_period_of_cluster_yaml(tmp_path):
         _wait_for(up, 180, "the Ray head's job server")
         script = tmp_path / "job.py"
         script.write_text(JOB)
-        sid = client.submit_job(entrypoint=f"{sys.executable} {script} {tmp_path}")
+        sid = None
+
+        def submitted():
+            # The job server answers before the head's agent registers ("No available agent"), longer so
+            # on a loaded machine: keep asking.
+            nonlocal sid
+            try:
+                sid = client.submit_job(entrypoint=f"{sys.executable} {script} {tmp_path}")
+                return True
+            except RuntimeError as e:
+                if "No available agent" not in str(e):
+                    raise
+                return False
+        _wait_for(submitted, 180, "the Ray head's agent to take a job")
         _wait_for(lambda: (tmp_path / "started").exists(), 120, "the job to start")
         t_stop = time.monotonic()
         client.stop_job(sid)
