@@ -65,14 +65,15 @@ class RolloutPool:
     async def update_weights(self, i: int, version: int, buckets: list, reset: bool = False) -> None:
         await _wait(self.workers[i].update_weights.remote(version, buckets, reset))
 
-    def replace(self, i: int) -> None:
-        """Start a fresh worker in place of worker ``i`` (which died); blocks until it is ready."""
+    async def replace(self, i: int) -> None:
+        """Start a fresh worker in place of worker ``i`` (which died); done once it is ready. Its bundle
+        may have to wait for a node (one lost with the old worker): this waits as long as Ray does."""
         try:
             ray.kill(self.workers[i])
         except Exception:
             pass
         self.workers[i] = self._start(i)
-        ray.get(self.workers[i].ready.remote())
+        await _wait(self.workers[i].ready.remote())
 
     def shutdown(self) -> None:
         for w in self.workers:

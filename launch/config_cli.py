@@ -8,12 +8,27 @@ import sys
 from nous_ray.config import Config, ConfigError, load_config
 
 
-def parse_config_args(doc: str, argv, dry_run_help: str, overrides_help: str) -> argparse.Namespace:
+def config_parser(doc: str, overrides_help: str, dry_run_help: str | None = None) -> argparse.ArgumentParser:
+    """``--config FILE``, ``key=value`` overrides and, with its help, ``--dry-run``; callers add theirs."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=None, help="YAML config (default: configs/tiny.yaml)")
-    p.add_argument("--dry-run", action="store_true", help=dry_run_help)
+    if dry_run_help:
+        p.add_argument("--dry-run", action="store_true", help=dry_run_help)
     p.add_argument("overrides", nargs="*", help=overrides_help)
-    return p.parse_args(argv)
+    return p
+
+
+def parse_config_args(doc: str, argv, dry_run_help: str, overrides_help: str) -> argparse.Namespace:
+    return config_parser(doc, overrides_help, dry_run_help).parse_args(argv)
+
+
+def load_named_config(name: str, args: argparse.Namespace) -> Config | None:
+    """The config ``args`` name; None after printing a config error (the caller exits with 2)."""
+    try:
+        return load_config(args.config, args.overrides)
+    except ConfigError as e:
+        print(f"{name}: config error: {e}", file=sys.stderr)
+        return None
 
 
 def config_from_argv(name: str, doc: str, argv, dry_run_help: str,
@@ -21,8 +36,4 @@ def config_from_argv(name: str, doc: str, argv, dry_run_help: str,
     """The parsed arguments and the config they name; None after printing a config error (the caller
     exits with 2)."""
     args = parse_config_args(doc, argv, dry_run_help, overrides_help)
-    try:
-        return args, load_config(args.config, args.overrides)
-    except ConfigError as e:
-        print(f"{name}: config error: {e}", file=sys.stderr)
-        return args, None
+    return args, load_named_config(name, args)

@@ -75,8 +75,11 @@ class RolloutConfig:
     gpu_memory_utilization: float = 0.85
     max_model_len: int = 1024
     enforce_eager: bool = True
-    # Requests per generate() call a worker takes at once.
-    max_prompts_per_call: int = 16
+    # Prompts (groups) in flight on one worker at once. The driver sends one call per group and
+    # spreads the open slots of the staleness window over the workers, fewest in flight first; the
+    # engine batches the concurrent calls (continuous batching), so this caps one engine's batch at
+    # this many groups x rollout.group_size sequences.
+    max_prompts_per_worker: int = 16
 
 
 @dataclass
@@ -248,6 +251,88 @@ class EvalConfig:
 
 
 @dataclass
+class SimConfig:
+    """The stand-in workers' cost model (``nous_ray/sim``, ``launch/plan.py``): every timing and memory
+    figure of a simulated run comes from these numbers and the public specifications in
+    ``nous_ray/sim/specs.py``. Sources: [spec] a vendor specification, [meas] measured, [lit] a
+    published measurement (cited), [assume] an assumption, to be replaced by a measurement."""
+
+    # The hardware the recipe runs on: a profile of nous_ray/sim/specs.py (h100 | h200 | b200), the
+    # cluster's size (cluster.yaml: 6 nodes of 8 GPUs; the CPU head is not counted).
+    gpu: str = "b200"
+    nodes: int = 6
+    gpus_per_node: int = 8
+    # Overrides of the profile ([meas] on another machine, e.g. the CPU validation); None = the profile's.
+    hbm_gb: Optional[float] = None
+    hbm_tb_s: Optional[float] = None
+    peak_tflops: Optional[float] = None
+    # ---- rollout engine (one vLLM engine) ----
+    # A decode step reads the weights and the running sequences' KV once: its time is
+    # (weight bytes + KV bytes read) / (HBM bandwidth x decode_bw_efficiency) + per-step and per-sequence
+    # overheads, or the batch's matmul FLOPs at decode_mfu when that is longer. [lit] vLLM 0.23 decodes
+    # Llama-3.1-8B at batch 1 on an A100-40GB at 75 tok/s = 13.3 ms/step, 77% of the 10.3 ms bandwidth
+    # bound (johnmusgrave.com/p/vllm-throughput-latency-sweep-on): 0.85 efficiency + 1 ms fixed fits it.
+    decode_bw_efficiency: float = 0.85
+    decode_step_overhead_s: float = 0.001
+    decode_seq_overhead_s: float = 1.0e-5  # [assume] sampling + log-prob + output processing per sequence
+    decode_mfu: float = 0.5  # [assume] batched decode matmuls, when compute binds
+    prefill_mfu: float = 0.5  # [assume] prefill is compute-bound; a group's samples share its prompt's prefill
+    # GPU memory vLLM keeps outside weights and KV cache (activations at max_num_batched_tokens, CUDA
+    # graphs, NCCL buffers). [assume] ~6 GB for a 14B model at 16k batched tokens.
+    engine_reserved_gb: float = 6.0
+    engine_start_s: float = 60.0  # [assume] a replaced engine: process start + weight load + CUDA graphs
+    # ---- workload ----
+    # Response lengths: log-normal, cut at the context schedule's limit (the cut ones are truncated).
+    # [assume, DESIGN.md] reasoning code models at 14B: mean 10-20k tokens, 5-15% truncated at 32k;
+    # median 11,700 and sigma 0.8 give mean 14.6k after the cut and 10% truncated at 32,768.
+    response_len_median: float = 11700.0
+    response_len_sigma: float = 0.8
+    prompt_tokens: int = 700  # [assume] LiveCodeBench prompt (statement + format instructions), Qwen tokens
+    num_problems: int = 24000  # [spec] the recipe's ~24k training problems (synthetic stand-ins)
+    # Per-problem pass probability ~ Beta(alpha, beta). [assume] mean 0.6 ~ Qwen3-14B's LiveCodeBench v6
+    # pass@1 (60.79%, the recipe); alpha + beta = 1 makes it U-shaped, so ~42% of 8-sample groups are
+    # all-pass or all-fail (dynamic sampling drops them).
+    pass_alpha: float = 0.6
+    pass_beta: float = 0.4
+    # ---- verification (one program per container on Modal; the local sandbox on CPU) ----
+    container_start_s: float = 1.0  # [lit] Modal: "starting up containers incurs a cold-start time of ~1s" (modal.com/docs/guide/cold-start)
+    tests_per_problem: int = 15  # [assume] DeepCoder's set keeps problems with >= 5 tests; lists run to ~30
+    test_time_s: float = 0.2  # [assume] one test of an accepted Python program, interpreter start included
+    timeout_frac: float = 0.1  # [assume] failing programs that run into the time limit ...
+    time_limit_s: float = 15.0  # [spec] ... of the recipe (15 s)
+    infra_error_rate: float = 0.0  # fraction of programs whose verification fails (tests of the driver)
+    # Programs of a group the judge runs: it runs identical ones once. [assume] 14B reasoning responses
+    # are all distinct; [meas] the tiny default repeats itself (benchmarks/plan_validation.py).
+    distinct_programs: float = 1.0
+    # ---- learner (FSDP2) ----
+    # Train FLOPs per token 6N + 12*L*H*Q*T (PaLM's and torchtitan's MFU count; T = the sequence's
+    # length); log-prob recompute (algo.tis_cap > 0) adds a forward (a third). [lit] torchtitan reports
+    # 33-39% MFU for Llama-3.1-8B with FSDP2 on 8-128 H100 (docs/performance.md); 14B at long context: 0.35.
+    learner_mfu: float = 0.35
+    train_step_overhead_s: float = 1.0  # [assume] optimizer step, gradient clip, batch hand-off
+    # ---- weight sync ----
+    # Learner side (the publish the trainer waits for): gather + send of the bf16 weights; engine side:
+    # load into the engine after its drain. [spec] p6-b200.48xlarge: 8 x 400 Gb/s EFA, 50 GB/s per GPU;
+    # [assume] NCCL broadcast at 80% of it.
+    sync_bandwidth_gb_s: float = 40.0
+    sync_overhead_s: float = 2.0  # [assume] FSDP gather to rank 0, bucket packing
+    engine_load_gb_s: float = 100.0  # [assume] buckets into the engine's weights (device copies)
+    # How an engine takes new weights: "drain" (what nous_ray/rollout/stream.py does today: stop
+    # admitting, finish every running request, load) or "inflight" (load between two decode steps).
+    weight_update: str = "drain"
+    # ---- one machine for every role (the CPU default) ----
+    # Cores all roles share (0 = each role on its own hardware, as on a GPU cluster), and the runnable
+    # threads of other work there (driver, Ray, other users); see nous_ray/sim/host.py.
+    host_cores: float = 0.0
+    host_background: float = 0.0
+    # ---- the simulation ----
+    seed: int = 0
+    # Simulated seconds per real second for stand-ins on a Ray cluster (in one process the planner runs
+    # on a virtual clock and needs none).
+    speedup: float = 200.0
+
+
+@dataclass
 class PrepareConfig:
     """``launch/prepare_data.py``: the training set as the recipe needs it (see nous_ray/prepare)."""
 
@@ -316,6 +401,7 @@ class Config:
     init: InitConfig = field(default_factory=InitConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    sim: SimConfig = field(default_factory=SimConfig)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
 
 
@@ -382,6 +468,9 @@ def validate(cfg: Config) -> None:
     need(cfg.learner.minibatches >= 1, "learner.minibatches", "must be >= 1")
     need(cfg.trainer.prompts_per_step % cfg.learner.minibatches == 0, "learner.minibatches",
          f"must divide trainer.prompts_per_step ({cfg.trainer.prompts_per_step})")
+    need(cfg.rollout.max_prompts_per_worker >= 1, "rollout.max_prompts_per_worker", "must be >= 1")
+    need(cfg.sim.weight_update in ("drain", "inflight"), "sim.weight_update",
+         f"unknown weight update {cfg.sim.weight_update!r} (drain | inflight)")
     stages = cfg.algo.context_schedule
     need(len(stages) >= 1 and stages[0].step == 0, "algo.context_schedule", "first stage must start at step 0")
     need(all(a.step < b.step for a, b in zip(stages, stages[1:])), "algo.context_schedule",

@@ -2,8 +2,9 @@
 
 Three kinds of coroutines share one event loop:
 
-- one *generation loop* per rollout worker: takes the next prompts, generates a group per prompt,
-  and hands every finished group to the verifiers at once;
+- the *generation loop*: whenever the window below has room it hands out prompts, spread fairly over
+  the rollout workers, one call per group with many in flight per worker (the engine batches them),
+  and hands each group to the verifiers the moment its own samples are done;
 - one *verification task* per group: judges it, scores it (advantages, overlong filtering, dynamic
   sampling) and puts useful groups into the :class:`BatchBuffer`;
 - the *trainer*: waits until a batch of useful groups is ready, trains, publishes the new weights to
@@ -30,7 +31,6 @@ import json
 import logging
 import random
 import signal
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,6 +80,10 @@ class _StepStats:
     verify_calls: int = 0
 
 
+class LearnerFailed(RuntimeError):
+    """A learner call failed: the run cannot go on (see ``Driver._learner``)."""
+
+
 class Driver:
     def __init__(self, cfg: Config, problems: list[Problem], prompt_ids: list[list[int]],
                  workers: Workers, run_dir: str | Path, sft_examples: list[Sample] | None = None,
@@ -115,6 +119,19 @@ class Driver:
         self.resumed_from: Path | None = None
         self._sync_tasks: dict[int, asyncio.Task] = {}
         self._last_infra_error = ""
+        n = self.w.rollout.size
+        self._in_flight = [0] * n  # groups being generated, per worker
+        self._served = [-1] * n  # the last group id each worker got (fairness among equals)
+        self._incarnation = [0] * n  # bumped by each replacement: late failures of a dead worker are ignored
+        self._replacing: set[int] = set()
+        self._gen_tasks: set[asyncio.Future] = set()
+        # Work the staleness bound left the workers (see _note_window), integrated over time.
+        self._allowed_s, self._allowed_rate, self._window_t = 0.0, 0.0, 0.0
+
+    @staticmethod
+    def _now() -> float:
+        """The event loop's clock: monotonic time, or simulated time on ``nous_ray.sim``'s virtual loop."""
+        return asyncio.get_running_loop().time()
 
     # ---- generation -------------------------------------------------------------------------
 
@@ -122,65 +139,138 @@ class Driver:
         s = self.cfg.rollout.sampling
         return {"temperature": s.temperature, "top_p": s.top_p, "top_k": s.top_k}
 
-    def _take_prompts(self) -> list[tuple[int, int]]:
+    def _take_prompts(self) -> list[tuple[int, int, int]]:
+        """Fill the open slots of the window, fairly: each prompt goes to the ready worker with the fewest
+        groups in flight (ties: the one served longest ago), at most ``rollout.max_prompts_per_worker``
+        each. Returns ``(worker, group id, problem index)`` per prompt taken."""
         # Buffered groups count too: they wait for the learners just like those still in flight.
         room = self.max_outstanding - len(self._outstanding) - len(self.buffer)
-        k = min(room, self.cfg.rollout.max_prompts_per_call)
+        if room <= 0:
+            return []
+        cap = self.cfg.rollout.max_prompts_per_worker
+        ready = [i for i in range(self.w.rollout.size) if self._worker_ready(i)]
         taken = []
-        for _ in range(max(0, k)):
+        while room > 0:
+            open_ = [i for i in ready if self._in_flight[i] < cap]
+            if not open_:
+                break
+            i = min(open_, key=lambda w: (self._in_flight[w], self._served[w]))
             gid, self._next_group_id = self._next_group_id, self._next_group_id + 1
             idx = self.sampler.next()
             self._outstanding[gid] = idx
-            taken.append((gid, idx))
+            self._in_flight[i] += 1
+            self._served[i] = gid
+            taken.append((i, gid, idx))
+            room -= 1
         return taken
 
-    async def _generation_loop(self, i: int) -> None:
+    def _worker_ready(self, i: int) -> bool:
+        """Not being replaced, and holding the weights published last (a failed load is a failed worker)."""
+        if i in self._replacing:
+            return False
+        sync = self._sync_tasks.get(i)
+        if sync is None:
+            return True
+        if not sync.done():
+            return False
+        del self._sync_tasks[i]
+        if not sync.cancelled() and sync.exception() is not None:
+            self._worker_failed(i, self._incarnation[i], sync.exception(), 0)
+            return False
+        return True
+
+    def _note_window(self) -> None:
+        """Integrate how much work the staleness bound leaves each worker: the groups generating plus
+        those that may still be issued, shared over the workers, at most one each."""
+        now = self._now()
+        self._allowed_s += (now - self._window_t) * self._allowed_rate
+        self._window_t = now
+        work = self.max_outstanding - self._verifying - len(self.buffer)
+        self._allowed_rate = max(0.0, min(1.0, work / max(1, self.w.rollout.size)))
+
+    async def _generation_loop(self) -> None:
+        """Issue prompts whenever the window has room: one call per group, many in flight per worker
+        (its engine batches them), so each group goes to the verifiers as soon as its own samples are
+        done, not when the slowest sequence of a larger call is."""
         while not self._stop:
-            taken = self._take_prompts()
-            if not taken:
-                self._changed.clear()
-                await self._wait_changed()
-                continue
-            issued_step = self.step
-            requests = [{"group_id": gid, "problem_id": self.problems[idx].id,
-                         "prompt_ids": self.prompt_ids[idx]} for gid, idx in taken]
-            try:
-                if i in self._sync_tasks:  # a restarted worker loads the current weights first
-                    await self._sync_tasks.pop(i)
-                t_call = time.monotonic()
-                samples = await self.w.rollout.generate(
-                    i, requests, self.cfg.rollout.group_size, self._sampling(),
-                    self.schedule(issued_step))
-            except Exception as e:
-                if self._stop:
-                    return
-                log.warning("rollout worker %d failed (%s: %s); replacing it and re-issuing %d prompts",
-                            i, type(e).__name__, e, len(taken))
-                for gid, _ in taken:
-                    del self._outstanding[gid]
-                self.sampler.give_back([idx for _, idx in taken])
-                self.worker_restarts += 1
-                await asyncio.get_running_loop().run_in_executor(None, self.w.rollout.replace, i)
-                if self._published:
-                    self._sync_tasks[i] = asyncio.ensure_future(self.w.sync.sync_one(i, self.step))
-                continue
-            self._stats.generate_s += time.monotonic() - t_call
-            self._stats.generate_calls += 1
-            by_group: dict[int, list[Sample]] = {}
-            for s in samples:
-                s.issued_step = issued_step
-                by_group.setdefault(s.group_id, []).append(s)
-            self.counters.generated += len(samples)
-            for gid, idx in taken:
-                self._verifying += 1
-                asyncio.ensure_future(self._verify(gid, idx, by_group.get(gid, [])))
+            self._note_window()
+            for i, gid, idx in self._take_prompts():
+                task = asyncio.ensure_future(self._generate_group(i, gid, idx))
+                self._gen_tasks.add(task)
+                task.add_done_callback(self._gen_tasks.discard)
+            self._changed.clear()
+            await self._wait_changed()
+
+    async def _generate_group(self, i: int, gid: int, idx: int) -> None:
+        issued_step, incarnation = self.step, self._incarnation[i]
+        request = {"group_id": gid, "problem_id": self.problems[idx].id, "prompt_ids": self.prompt_ids[idx]}
+        t_call = self._now()
+        try:
+            samples = await self.w.rollout.generate(
+                i, [request], self.cfg.rollout.group_size, self._sampling(), self.schedule(issued_step))
+        except Exception as e:
+            if self._stop:
+                return
+            del self._outstanding[gid]
+            self.sampler.give_back([idx])
+            self._worker_failed(i, incarnation, e, 1)
+            return
+        finally:
+            self._in_flight[i] -= 1
+            self._changed.set()  # a slot is free
+        self._stats.generate_s += self._now() - t_call
+        self._stats.generate_calls += 1
+        for s in samples:
+            s.issued_step = issued_step
+        self.counters.generated += len(samples)
+        self._verifying += 1
+        asyncio.ensure_future(self._verify(gid, idx, samples))
+
+    def _worker_failed(self, i: int, incarnation: int, e: BaseException, prompts: int) -> None:
+        """Replace worker ``i`` once per death: its other calls fail too, and only give their prompts back."""
+        if incarnation != self._incarnation[i] or i in self._replacing:
+            return
+        log.warning("rollout worker %d failed (%s: %s); replacing it, its prompts are re-issued",
+                    i, type(e).__name__, e)
+        self._replacing.add(i)
+        self.worker_restarts += 1
+        task = asyncio.ensure_future(self._replace(i))
+        self._gen_tasks.add(task)
+        task.add_done_callback(self._gen_tasks.discard)
+
+    async def _replace(self, i: int) -> None:
+        try:
+            while not self._stop:
+                try:
+                    await self.w.rollout.replace(i)  # waits for capacity where the worker's bundle lives
+                    break
+                except Exception as e:
+                    log.warning("replacing rollout worker %d failed (%s: %s); retrying", i, type(e).__name__, e)
+                    await asyncio.sleep(5.0)
+            self._incarnation[i] += 1
+            if self._published and not self._stop:  # the new worker loads the current weights first
+                self._sync_tasks[i] = self._watch(asyncio.ensure_future(self.w.sync.sync_one(i, self.step)))
+        finally:
+            self._replacing.discard(i)
+            self._changed.set()
+
+    def _watch(self, fut):
+        """A worker that loaded its weights is ready for prompts. A failed load is seen by
+        ``_worker_ready`` (or, once superseded by a newer publish, by the worker's next call)."""
+        def done(f):
+            if not f.cancelled():
+                f.exception()  # retrieved here: a superseded failure is not an unhandled one
+            self._changed.set()
+
+        fut.add_done_callback(done)
+        return fut
 
     # ---- verification -----------------------------------------------------------------------
 
     async def _verify(self, gid: int, idx: int, samples: list[Sample]) -> None:
         problem = self.problems[idx]
         verdicts = None
-        t_call = time.monotonic()
+        t_call = self._now()
         for attempt in range(3):
             try:
                 verdicts = await self.w.verifiers.verify_group(problem, [s.text for s in samples])
@@ -188,7 +278,7 @@ class Driver:
             except Exception as e:  # Ray re-sends to a restarted actor; this is the last resort
                 log.warning("verifier call for %s failed (attempt %d): %s", problem.id, attempt + 1, e)
                 await asyncio.sleep(0.5 * (attempt + 1))
-        self._stats.verify_s += time.monotonic() - t_call
+        self._stats.verify_s += self._now() - t_call
         self._stats.verify_calls += 1
         for j, s in enumerate(samples):
             v = verdicts[j] if verdicts else {"verdict": "infra_error", "reward": None,
@@ -234,7 +324,7 @@ class Driver:
         need = self.cfg.trainer.prompts_per_step
         filtered_at_start = self.counters.filtered_groups
         infra_at_start = self.counters.dropped_infra
-        last_report = time.monotonic()
+        last_report = self._now()
         while True:
             batch = self.buffer.pop_batch(self.step)
             if batch is not None:
@@ -258,15 +348,15 @@ class Driver:
                     f"all failed) and only {len(self.buffer)}/{need} useful groups formed; the policy gives no "
                     f"learning signal on this data (trainer.max_filtered_batches={self.cfg.trainer.max_filtered_batches})."
                     f" Use easier/harder problems, a longer warm start, or algo.dynamic_sampling=false.")
-            if time.monotonic() - last_report > 30:
-                last_report = time.monotonic()
+            if self._now() - last_report > 30:
+                last_report = self._now()
                 self.progress(f"  waiting for step {self.step + 1}: {len(self.buffer)}/{need} useful groups, "
                               f"{self._verifying} in verification, {filtered} filtered so far")
-            t0 = time.monotonic()
+            t0 = self._now()
             waiting_on_verification = len(self.buffer) + self._verifying >= need
             self._changed.clear()
-            await self._wait_changed(0.05)
-            dt = time.monotonic() - t0
+            await self._wait_changed(1.0)  # every change that matters sets the event; this is a backstop
+            dt = self._now() - t0
             if waiting_on_verification:
                 self._waits.verification_s += dt
             else:
@@ -279,28 +369,33 @@ class Driver:
         ``reset``: this run's first sync; the workers may hold a higher version from an earlier run
         (a restarted job, or workers reused across runs), which this one replaces.
         """
-        self._sync_tasks = await self.w.sync.publish(self.step, reset)
+        tasks = await self.w.sync.publish(self.step, reset)
+        self._sync_tasks = {i: self._watch(t) for i, t in tasks.items()}
         self._published = True
 
     async def _train(self) -> None:
         t = self.cfg.trainer
-        t_start = time.monotonic()
+        t_start = self._now()
         while self.step < t.steps and not self._stop:
-            t_step = time.monotonic()
+            t_step = self._now()
+            self._note_window()
+            allowed_before = self._allowed_s
             filtered_before = self.counters.filtered_groups
             waits_before = _Waits(self._waits.generation_s, self._waits.verification_s)
             batch = await self._wait_for_batch()
             if batch is None:
                 break
-            t_ready = time.monotonic()
+            t_ready = self._now()
             samples = [s for g in batch for s in g.samples]
             staleness = [self.step - s.version for s in samples]
             stats, self._stats = self._stats, _StepStats()
-            metrics = await self.w.learner.train_step(samples, self.cfg.rollout.sampling.temperature, self.step)
-            t_trained = time.monotonic()
+            metrics = await self._learner("the train step", self.w.learner.train_step(
+                samples, self.cfg.rollout.sampling.temperature, self.step))
+            t_trained = self._now()
             self.step += 1
-            await self._publish()
-            t_end = time.monotonic()
+            await self._learner("the weight publish", self._publish())
+            t_end = self._now()
+            self._note_window()
             checked = await self._check_sync(samples[0]) if self.cfg.weight_sync.verify_after_sync else {}
             evaluated = await self._maybe_evaluate()
             wall = t_end - t_step
@@ -319,6 +414,7 @@ class Driver:
                 "learner_wait_generation_s": self._waits.generation_s - waits_before.generation_s,
                 "learner_wait_verification_s": self._waits.verification_s - waits_before.verification_s,
                 "learner_idle_frac_total": self._waits.total / max(t_end - t_start, 1e-9),
+                "rollout_allowed_frac": (self._allowed_s - allowed_before) / max(wall, 1e-9),
                 "staleness_mean": sum(staleness) / len(staleness),
                 "staleness_max": max(staleness),
                 "max_response_tokens": self.schedule(self.step - 1),
@@ -343,6 +439,20 @@ class Driver:
                 await self.save_checkpoint()
         if self._stop and self.step and not self._checkpointed_at_current_step():
             await self.save_checkpoint()
+
+    async def _learner(self, what: str, call):
+        """Await a learner call. A failure (a rank lost, e.g. with its node) stops the run: the learners'
+        state is gone with the rank, so no new checkpoint can be written; the message names the one
+        a restart resumes from."""
+        try:
+            return await call
+        except Exception as e:
+            last = latest_checkpoint(self.run_dir)
+            then = (f"resumes from {last} (step {read_driver_state(last)['step']})" if last else
+                    "starts from the beginning (no complete checkpoint yet)")
+            raise LearnerFailed(
+                f"the learner failed during {what} at step {self.step + 1} ({type(e).__name__}: {e}); the run "
+                f"stops. Restart the same command once the cluster has its GPUs again: it {then}") from e
 
     async def _synced(self) -> None:
         """Wait until every rollout worker has loaded the weights published last."""
@@ -376,7 +486,7 @@ class Driver:
         # the trainer publishes nothing more until the evaluation is done.
         await self._synced()
         problems, ids = self.eval_set
-        t0 = time.monotonic()
+        t0 = self._now()
         summary = await evaluate(
             self.cfg, problems, ids, self.w.rollout, self.w.verifiers,
             self.run_dir / "eval" / f"step_{self.step:06d}", step=self.step, progress=False, plot=False,
@@ -384,7 +494,7 @@ class Driver:
             max_tokens=max_tokens_within(self.cfg.rollout.max_model_len, ids, self.cfg.eval.max_tokens))
         out = metrics_for_log(summary)
         self.progress(f"eval at step {self.step}: pass@1 {out.get('eval/pass@1', float('nan')):.3f} "
-                      f"on {len(problems)} problems ({time.monotonic() - t0:.1f} s)")
+                      f"on {len(problems)} problems ({self._now() - t0:.1f} s)")
         return out
 
     def _save_samples(self, samples: list[Sample]) -> None:
@@ -454,7 +564,7 @@ class Driver:
         resume neither skips them nor trains on samples from before the stop.
         """
         path = start_checkpoint(self.run_dir, self.step)
-        await self.w.learner.save_checkpoint(str(path / "learner"))
+        await self._learner("a checkpoint", self.w.learner.save_checkpoint(str(path / "learner")))
         waiting = sorted(self._outstanding.values()) + self.buffer.problem_indices()
         finish_checkpoint(path, {
             "step": self.step,
@@ -508,12 +618,14 @@ class Driver:
             if self.step == 0 and self.resumed_from is None:
                 await self.warm_start()
             await self._publish(reset=True)  # the rollout workers start from the learner's (resumed) weights
-            gens = [asyncio.ensure_future(self._generation_loop(i)) for i in range(self.w.rollout.size)]
+            self._window_t = self._now()
+            gen = asyncio.ensure_future(self._generation_loop())
             try:
                 await self._train()
             finally:
                 self._stop = True
                 self._changed.set()
+                gens = [gen, *self._gen_tasks]
                 for g in gens:
                     g.cancel()
                 await asyncio.gather(*gens, return_exceptions=True)
@@ -523,4 +635,5 @@ class Driver:
                 "pending": self.counters.generated - self.counters.accounted,
                 "resumed_from": str(self.resumed_from) if self.resumed_from else None,
                 "learner_wait_generation_s": self._waits.generation_s,
-                "learner_wait_verification_s": self._waits.verification_s}
+                "learner_wait_verification_s": self._waits.verification_s,
+                "rollout_allowed_s": self._allowed_s}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 
 import torch
 
@@ -50,7 +51,7 @@ class ScoredGroup:
     # They go wherever the group goes (counted as dropped_truncated when it trains, else with it).
     truncated: list[Sample] = field(default_factory=list)
 
-    @property
+    @cached_property  # the buffer asks at every change; the samples never change once scored
     def version(self) -> int:
         """The oldest policy version among its samples (staleness is judged by the oldest)."""
         return min(s.version for s in self.samples)

@@ -2,7 +2,7 @@
 
 Used by ``launch/eval.py`` (pools started for the evaluation, YaRN on) and by the training driver
 every ``eval.every_steps`` (the training pools, no engine restart). Problems are spread over the
-rollout workers, ``rollout.max_prompts_per_call`` in flight per worker so each engine batches them;
+rollout workers, ``rollout.max_prompts_per_worker`` in flight per worker so each engine batches them;
 each problem's group goes to the verifiers as soon as it is generated, while generation goes on.
 Each verified problem is written to ``results.jsonl`` at once, so an interrupted evaluation resumes
 where it stopped (see :mod:`nous_ray.eval.records`).
@@ -76,7 +76,7 @@ async def evaluate(
 
     Args:
         cfg: the config; ``cfg.eval`` gives samples per problem, sampling and ``max_tokens``, and
-            ``cfg.rollout.max_prompts_per_call`` the problems in flight per worker.
+            ``cfg.rollout.max_prompts_per_worker`` the problems in flight per worker.
         problems, prompt_ids: the problems and their prompts as token ids (same order).
         rollout_pool: ``.size`` and ``await .generate(i, requests, n, sampling, max_tokens) ->
             list[Sample]`` (the pool of ``actors/pools.py``); None is allowed when every problem
@@ -156,7 +156,7 @@ async def evaluate(
 
     if todo and (rollout_pool is None or verifier_pool is None):
         raise ValueError(f"evaluate: {len(todo)} problems to generate but no rollout or verifier pool given")
-    per_worker = max(1, cfg.rollout.max_prompts_per_call)
+    per_worker = max(1, cfg.rollout.max_prompts_per_worker)
     workers = range(rollout_pool.size) if todo else range(0)
     slots = [asyncio.ensure_future(slot(i)) for i in workers for _ in range(per_worker)]
     try:

@@ -150,7 +150,9 @@ async def run_difficulty(problems: list[Problem], cfg: Config, open_sampler: Cal
         try:
             records.update(await sample_pass_counts(
                 need, sampler, backend, cache, n=n, sampling=sampling, max_tokens=max_tokens,
-                max_model_len=cfg.rollout.max_model_len, per_call=max(1, cfg.rollout.max_prompts_per_call),
+                max_model_len=cfg.rollout.max_model_len,
+                # two loops per worker: max_prompts_per_worker prompts in flight on each
+                per_call=max(1, cfg.rollout.max_prompts_per_worker // 2),
                 progress=progress))
         finally:
             sampler.close()

@@ -18,7 +18,7 @@ from nous_ray.metrics import read_metrics
 pytestmark = pytest.mark.slow
 
 MECHANICS = [
-    "trainer.prompts_per_step=4", "rollout.max_prompts_per_call=4", "rollout.group_size=4",
+    "trainer.prompts_per_step=4", "rollout.max_prompts_per_worker=4", "rollout.group_size=4",
     "algo.dynamic_sampling=false", "init.sft_steps=0", "learner.minibatches=1", "trainer.save_samples=2",
 ]
 

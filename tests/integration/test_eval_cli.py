@@ -25,7 +25,7 @@ def run_eval(out: Path, *extra: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, str(ROOT / "launch" / "eval.py"), "--model", "tiny", "--no-progress",
            "eval.dataset=lcb", f"eval.path={FIXTURE}", f"eval.n_samples={N}", f"eval.max_tokens={MAX_TOKENS}",
            "eval.yarn_original_max_positions=128", "eval.yarn_factor=2.0", f"eval.out_dir={out}",
-           "rollout.max_prompts_per_call=2", *extra]
+           "rollout.max_prompts_per_worker=2", *extra]
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
 

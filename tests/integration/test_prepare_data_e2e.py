@@ -34,7 +34,7 @@ def pass_counts(out: Path) -> dict:
 def test_difficulty_on_the_tiny_model_saves_and_reuses_pass_counts(tmp_path):
     out = tmp_path / "prepared"
     args = ["--train", "tiny", "prepare.min_tests=4", "prepare.difficulty=true", f"prepare.difficulty_samples={N}",
-            "rollout.max_prompts_per_call=8"]
+            "rollout.max_prompts_per_worker=8"]
     first = prepare(out, *args)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-5000:]
     assert "starting 1 rollout worker" in first.stderr

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 FAST = ["init.sft_steps=0", "algo.dynamic_sampling=false", "eval.every_steps=0", "trainer.checkpoint_every=0",
-        "trainer.prompts_per_step=4", "rollout.max_prompts_per_call=4", "rollout.group_size=4",
+        "trainer.prompts_per_step=4", "rollout.max_prompts_per_worker=4", "rollout.group_size=4",
         "learner.minibatches=1"]
 
 

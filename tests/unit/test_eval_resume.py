@@ -120,7 +120,7 @@ def cfg4():
     cfg = Config()
     cfg.eval.n_samples = 4
     cfg.eval.max_tokens = 16
-    cfg.rollout.max_prompts_per_call = 1  # one problem at a time: the failing call is deterministic
+    cfg.rollout.max_prompts_per_worker = 1  # one problem at a time: the failing call is deterministic
     return cfg
 
 

@@ -68,7 +68,7 @@ def backend():
 def cfg() -> Config:
     c = Config()
     c.prepare.difficulty_samples = 4
-    c.rollout.max_prompts_per_call = 3
+    c.rollout.max_prompts_per_worker = 6  # 2 calls of 3 prompts per worker
     c.algo.context_schedule[0].max_tokens = 48
     return c
 
