@@ -17,7 +17,10 @@ def test_engine_kwargs_cpu_and_gpu():
     assert (cpu["model"], cpu["dtype"], cpu["seed"], cpu["max_model_len"]) == ("/m", "float32", 3, 1024)
     gpu = engine_kwargs("/m", RolloutConfig(tensor_parallel_size=4, gpu_memory_utilization=0.7), cpu=False)
     assert gpu["tensor_parallel_size"] == 4 and gpu["gpu_memory_utilization"] == 0.7
-    assert "kv_cache_memory_bytes" not in gpu and "distributed_executor_backend" not in gpu
+    assert "kv_cache_memory_bytes" not in gpu
+    # Several GPUs: vLLM's mp executor (its Ray executor refuses our one multi-GPU bundle) and its
+    # NCCL weight transfer, the only way new weights reach worker processes.
+    assert gpu["distributed_executor_backend"] == "mp" and gpu["weight_transfer_config"] == {"backend": "nccl"}
     assert LOGPROBS_MODE == "processed_logprobs"
     with pytest.raises(ValueError, match="tensor_parallel_size"):
         engine_kwargs("/m", RolloutConfig(tensor_parallel_size=0), cpu=True)
