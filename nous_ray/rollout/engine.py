@@ -6,6 +6,10 @@ The engine is vLLM's ``LLMEngine`` with its core in this process (``InprocClient
 process boundary and the model could not be reached in place. :mod:`nous_ray.rollout.stream` drives
 this engine step by step from an asyncio loop instead, which gives the same streaming (requests join
 and leave the running batch at every step) with the model in reach.
+
+With one GPU (the recipe's engines) the model itself is in this process too (``uni`` executor). With
+tensor parallelism the workers are processes of vLLM's ``mp`` executor on the actor's GPUs, and new
+weights reach them through vLLM's NCCL weight transfer (:mod:`nous_ray.rollout.weights`).
 """
 
 from __future__ import annotations

@@ -77,7 +77,7 @@ def test_nccl_path_streams_through_two_buffers_on_each_side(ray_cluster, tmp_pat
         ref = ray.get([r.call.remote("compute_logprobs", [sample]) for r in ranks])[0][0]
         assert max(abs(a - b) for a, b in zip(before, ref)) > 1e-2  # the test can fail
 
-        sent, _ = ray.get([r.broadcast.remote(200 * 1024) for r in ranks], timeout=600)
+        sent, _ = ray.get([r.broadcast.remote(200 * 1024, str(tmp_path)) for r in ranks], timeout=600)
         plan, biggest = sent["plan"], max(bucket_nbytes(t) for t in sent["plan"])
         assert len(plan) >= 5 and sent["buffers"] == 2 and sent["stats"]["buffer_bytes"] == 2 * biggest
         got = ray.get(engine.receive.remote(1, plan, sent["sent"]))
