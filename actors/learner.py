@@ -54,8 +54,8 @@ class LearnerActor:
                                      master_addr=master_addr, master_port=master_port)
         return rank
 
-    def train_step(self, samples, temperature: float = 1.0) -> dict:
-        return self.trainer.train_step(_resolve(samples), temperature)
+    def train_step(self, samples, temperature: float = 1.0, policy_version: Optional[int] = None) -> dict:
+        return self.trainer.train_step(_resolve(samples), temperature, policy_version)
 
     def sft_step(self, samples) -> dict:
         return self.trainer.sft_step(_resolve(samples))
@@ -118,7 +118,8 @@ class LearnerActor:
         return weights, optim
 
     def step_count(self) -> int:
-        return self.trainer.step
+        """Optimizer steps done (``learner.minibatches`` per training step)."""
+        return self.trainer.optimizer_step
 
     def close(self) -> None:
         if self.trainer is not None:
@@ -176,8 +177,8 @@ class LearnerGroup:
             return samples
         return ray.put(list(samples))
 
-    def train_step(self, samples, temperature: float = 1.0) -> dict:
-        return self._all("train_step", self._batch(samples), temperature)
+    def train_step(self, samples, temperature: float = 1.0, policy_version: Optional[int] = None) -> dict:
+        return self._all("train_step", self._batch(samples), temperature, policy_version)
 
     def sft_step(self, samples) -> dict:
         return self._all("sft_step", self._batch(samples))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Optional
 
 import ray
 
@@ -115,9 +115,10 @@ class AsyncLearner:
         results = await asyncio.gather(*(_wait(r) for r in self.group.submit(method, *args)))
         return results[0]
 
-    async def train_step(self, samples: list[Sample], temperature: float = 1.0) -> dict:
+    async def train_step(self, samples: list[Sample], temperature: float = 1.0,
+                         policy_version: Optional[int] = None) -> dict:
         # The engine's log-probs are of the tempered distribution; the learner's must be too.
-        return await self._all("train_step", ray.put(list(samples)), temperature)
+        return await self._all("train_step", ray.put(list(samples)), temperature, policy_version)
 
     async def sft_step(self, samples: list[Sample]) -> dict:
         return await self._all("sft_step", ray.put(list(samples)))

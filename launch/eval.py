@@ -177,8 +177,8 @@ def main(argv=None) -> int:
         for note in eng.notes:
             print(f"eval: {note}", file=sys.stderr, flush=True)
         print(f"eval: model {model_path} | {len(problems)} problems | {cfg.eval.n_samples} samples each | "
-              f"max_tokens {cfg.eval.max_tokens} | max_model_len {eng.max_model_len} | out {out}",
-              file=sys.stderr, flush=True)
+              f"max_tokens {cfg.eval.max_tokens} (at most max_model_len minus the prompt) | "
+              f"max_model_len {eng.max_model_len} | out {out}", file=sys.stderr, flush=True)
 
         rollout = verifiers = None
         info = {"engine_notes": eng.notes, "engine_reported": None}
@@ -202,6 +202,7 @@ def main(argv=None) -> int:
             print("eval: every problem is already in results.jsonl; no engine started", file=sys.stderr, flush=True)
         try:
             summary = asyncio.run(evaluate(cfg, problems, prompt_ids, rollout, verifiers, out, model=model_path,
+                                           max_model_len=eng.max_model_len,
                                            engine=eng.to_dict(), info=info, fresh=args.fresh,
                                            progress=not args.no_progress, plot=False))
         except EvalResumeError as e:

@@ -3,8 +3,14 @@
 Joins the Ray cluster it runs in (``ray job submit`` sets RAY_ADDRESS), else starts a local one;
 places rollout workers, verifiers and learners; runs the asynchronous driver; prints one line per
 step and a final summary. Metrics: ``<run_dir>/metrics.jsonl``, TensorBoard in ``<run_dir>/tb``, and
-the Ray dashboard. Ctrl-C (or ``ray job stop``) writes a checkpoint before exiting; running the same
-command again resumes from it (``trainer.resume=auto``).
+the Ray dashboard. Ctrl-C (or ``ray job stop``: SIGTERM) writes a checkpoint before exiting; running
+the same command again resumes from it (``trainer.resume=auto``).
+
+Before any engine or learner rank starts, start-up checks stop a run that could not reach step 1,
+with the fix in the message (exit code 2): the model and data at their local paths (fetched before
+the job by ``launch/prefetch.py``), here and on every worker's node; a run directory every learner
+rank's node shares with the driver; the verifier (Modal: one call of the deployed judge from every
+verifier actor).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -24,6 +31,9 @@ from nous_ray.env import apply_stack_env, setup_logging, start_ray  # noqa: E402
 apply_stack_env()
 
 from nous_ray.config import Config, ConfigError, load_config, save_config  # noqa: E402
+from nous_ray.inputs import MissingInputs, prefetch_command, require_inputs  # noqa: E402
+from nous_ray.run_storage import RunDirError, resolve_run_dir  # noqa: E402
+from nous_ray.verify.modal_client import ModalUnavailable  # noqa: E402
 
 
 def parse_args(argv):
@@ -56,6 +66,8 @@ def prepare_inputs(cfg: Config, model_path: str):
 
 def build_workers(cfg: Config, model_path: str, placement):
     """Rollout workers, verifiers and learners in their placement groups, and the weight sync."""
+    import ray
+
     from actors.pools import (
         make_learner_group,
         make_rollout_pool,
@@ -64,9 +76,17 @@ def build_workers(cfg: Config, model_path: str, placement):
     )
     from nous_ray.driver.workers import Workers
 
+    # Verifiers first: their start-up check (Modal credentials, the deployed judge) fails in seconds,
+    # before minutes of engine and learner start-up.
+    verifiers = make_verifier_pool(cfg, placement)
+    try:
+        ray.get([a.check.remote() for a in verifiers.actors])
+    except Exception:
+        verifiers.shutdown()
+        raise
     rollout = make_rollout_pool(cfg, model_path, placement)
     learner = make_learner_group(cfg, model_path, placement)
-    return Workers(rollout=rollout, verifiers=make_verifier_pool(cfg, placement), learner=learner,
+    return Workers(rollout=rollout, verifiers=verifiers, learner=learner,
                    sync=make_weight_sync(cfg, learner, rollout))
 
 
@@ -105,6 +125,19 @@ def run(cfg: Config, run_dir: Path, workers, model_path: str, progress=print) ->
     return summary
 
 
+STARTUP_ERRORS = (MissingInputs, RunDirError, ModalUnavailable)
+
+
+def startup_error(e: BaseException) -> BaseException | None:
+    """The start-up check failure behind ``e`` (raised here or inside an actor), else None."""
+    cause = getattr(e, "cause", None) or e  # a RayTaskError carries the actor's exception as .cause
+    return cause if isinstance(cause, STARTUP_ERRORS) else None
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM before the driver runs: unwind, shut the workers down
+
+
 def main(argv=None) -> int:
     setup_logging()
     args = parse_args(argv)
@@ -113,26 +146,38 @@ def main(argv=None) -> int:
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
-    run_dir = Path(cfg.run.run_dir)
-    if not run_dir.is_absolute():
-        run_dir = Path.cwd() / run_dir
+    fetch_command = prefetch_command(args.config, args.overrides)
+    try:
+        run_dir = resolve_run_dir(cfg.run.run_dir)
+        require_inputs(cfg, fetch_command)
+    except STARTUP_ERRORS as e:
+        print(f"start-up error: {e}", file=sys.stderr)
+        return 2
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
 
+    from actors.node_check import check_nodes
     from actors.placement import Placement
     from nous_ray.models.tiny import resolve_model_path
 
     model_path = resolve_model_path(cfg.model, run_dir)
+    signal.signal(signal.SIGTERM, _interrupt)  # the driver installs its own (checkpoint, then exit)
     ray = start_ray(cfg.run.ray_address)
     print(f"TensorBoard: tensorboard --logdir {run_dir / 'tb'}", flush=True)
     placement = workers = None
     try:
         placement = Placement(cfg)
+        check_nodes(placement, run_dir, model_path, fetch_command)
         workers = build_workers(cfg, model_path, placement)
         run(cfg, run_dir, workers, model_path, progress=lambda line: print(line, flush=True))
     except KeyboardInterrupt:  # before the driver took over the signals: nothing trained, nothing to save
         print("interrupted while starting the workers; no step was trained", file=sys.stderr)
         return 130
+    except Exception as e:
+        if (cause := startup_error(e)) is None:
+            raise
+        print(f"start-up error: {cause}", file=sys.stderr)
+        return 2
     finally:
         if workers is not None:
             shutdown_workers(workers)

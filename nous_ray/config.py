@@ -22,8 +22,11 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
-    # A Hugging Face folder or hub name; "tiny" builds the bundled tiny Qwen3 (random weights).
+    # A local Hugging Face folder on storage every node sees, or "tiny" (the bundled tiny Qwen3, random
+    # weights). The job never downloads: `launch/prefetch.py` fetches hub_id into path once, before it.
     path: str = "tiny"
+    hub_id: Optional[str] = None  # e.g. Qwen/Qwen3-14B
+    hub_revision: Optional[str] = None  # a branch, tag or commit of hub_id; None = main
     # Only for path=tiny: the architecture of the model built from a config.
     tiny_hidden_size: int = 128
     tiny_layers: int = 2
@@ -40,7 +43,10 @@ class ModelConfig:
 class DataConfig:
     # "tiny" is the bundled toy problem set; otherwise a loader name: deepcoder, rlvr, lcb, jsonl.
     train: str = "tiny"
-    train_path: Optional[str] = None  # hub name or local parquet/jsonl; None uses the loader's default
+    # Local parquet/jsonl files or a local copy of the hub dataset's layout (a training job reads local
+    # files only); `launch/prefetch.py` fetches train_hub_id (None: the loader's hub dataset) into it.
+    train_path: Optional[str] = None
+    train_hub_id: Optional[str] = None
     train_subsets: list[str] = field(default_factory=list)  # e.g. DeepCoder's primeintellect, taco, lcbv5
     max_problems: Optional[int] = None
     # "lcb": LiveCodeBench's code-generation prompt through the chat template; "plain": statement only.
@@ -98,8 +104,14 @@ class VerifierConfig:
     wall_extra_s: float = 1.0
     # Standard output past this is a wrong answer (also caps any file a program writes).
     max_output_mb: float = 64.0
-    # RLIMIT_NPROC of the sandbox user (processes and threads of one running test).
+    # RLIMIT_NPROC of a test: its threads (creating processes is denied to programs).
     max_processes: int = 64
+    # How the local judge isolates programs: "bwrap" (Linux namespaces through bubblewrap; the judge
+    # refuses to start where the kernel does not allow them) or "none" (explicitly unsandboxed: only
+    # where the machine or container itself is the sandbox).
+    isolation: str = "bwrap"
+    # When the judge runs as root, the host uid every test runs as (65534 = nobody).
+    sandbox_uid: int = 65534
     # Extra delay per verification call (benchmarks of the pipeline only).
     debug_delay_s: float = 0.0
 
@@ -110,18 +122,32 @@ class ContextStage:
     max_tokens: int = 32768
 
 
+# The largest sequence-level clip (gspo, gspo_plus) accepted without algo.allow_large_sequence_clip.
+SEQUENCE_CLIP_MAX = 1e-2
+
+
 @dataclass
 class AlgoConfig:
     loss: str = "dapo"  # dapo | gspo | gspo_plus
-    # None = the objective's own default (dapo 0.2 / 0.28, gspo and gspo_plus 3e-4 / 4e-4).
+    # None = the objective's own default (dapo 0.2 / 0.28, gspo and gspo_plus 3e-4 / 4e-4). Leave
+    # them unset in configs, so switching algo.loss switches the clip too.
     clip_low: Optional[float] = None
     clip_high: Optional[float] = None
+    # A sequence-level clip (gspo, gspo_plus) above SEQUENCE_CLIP_MAX is refused unless this is true:
+    # a token-level range such as 0.2 / 0.28 on a geometric-mean ratio never clips.
+    allow_large_sequence_clip: bool = False
+    # Dual clip for negative advantages (verl's clip_ratio_c): a unit's loss is at most c |A|; null = off.
+    clip_ratio_c: Optional[float] = 3.0
+    # Per-token log-ratios are clamped to +-this before exp (as verl).
+    log_ratio_clamp: float = 20.0
     adv_eps: float = 1e-6
     overlong_filter: bool = True
     # Whether a truncated response's reward still enters its group's mean and std.
     overlong_in_group_stats: bool = True
     dynamic_sampling: bool = True
-    # Truncated importance-sampling correction against the engine's log-probs; 0 = off.
+    # 0: coupled form, the engine's log-probs are the old policy of the clipped ratio. > 0: decoupled
+    # form, the learner's log-probs under the weights it holds at the start of the step are the old
+    # policy and every unit is weighted by min(pi_prox / pi_engine, tis_cap) (nous_ray/algo/losses.py).
     tis_cap: float = 0.0
     context_schedule: list[ContextStage] = field(
         default_factory=lambda: [ContextStage(0, 32768), ContextStage(1000, 40960)]
@@ -188,6 +214,10 @@ class TrainerConfig:
     max_outstanding_batches: int = 0
     # Give up (with an error) after this many batches' worth of groups filtered without a batch.
     max_filtered_batches: int = 20
+    # Give up after this many batches' worth of samples dropped for verifier infra errors (the sandbox
+    # or Modal could not judge them) without a batch: a verifier that fails every call is an error,
+    # not an endless wait.
+    max_infra_error_batches: int = 3
     seed: int = 0
     checkpoint_every: int = 10
     keep_checkpoints: int = 2
@@ -207,8 +237,8 @@ class EvalConfig:
     temperature: float = 0.6
     top_p: float = 0.95
     max_tokens: int = 81920
-    # YaRN for long-context evaluation: None = off. The rope table covers original * factor positions
-    # (40,960 * 2.0 = 81,920), or the engine's whole context when that is longer (see nous_ray/eval/engine.py).
+    # YaRN for long-context evaluation: None = off. The context is the rope table, original * factor
+    # positions (40,960 * 2.0 = 81,920); a response gets them minus its prompt (see nous_ray/eval/engine.py).
     yarn_original_max_positions: Optional[int] = 40960
     yarn_factor: float = 2.0
     max_problems: Optional[int] = None
@@ -220,9 +250,58 @@ class EvalConfig:
 
 
 @dataclass
+class PrepareConfig:
+    """``launch/prepare_data.py``: the training set as the recipe needs it (see nous_ray/prepare)."""
+
+    # Stage 1 always runs (it is the loading); this picks the loaders' error policy: skip (and count)
+    # malformed rows, or stop at the first one.
+    skip_malformed: bool = True
+    # Stage switches.
+    dedupe: bool = True
+    decontaminate: bool = True
+    verify_tests: bool = True
+    difficulty: bool = False  # needs a model (model.path) and rollout workers
+    # Near duplicates: Jaccard similarity of word 5-gram shingle sets of the normalized statements
+    # (candidates from MinHash LSH, each candidate pair then checked exactly).
+    dedupe_ngram: int = 5
+    dedupe_threshold: float = 0.7
+    # Statements shorter than this many words are compared exactly only: one changed word of a
+    # one-liner ("print the largest" / "the smallest") is another problem.
+    dedupe_min_words: int = 20
+    minhash_num_perm: int = 128
+    # Decontamination against the evaluation set, regardless of date: word 13-grams; a training
+    # problem is dropped when the 13-grams it shares with one evaluation problem are at least this
+    # fraction of the smaller of the two statements' 13-gram sets.
+    decontam_ngram: int = 13
+    decontam_threshold: float = 0.5
+    # And by contest date where the training problem has one: dropped when dated on or after this
+    # day; None = the earliest contest date of the evaluation set.
+    decontam_by_date: bool = True
+    date_cutoff: Optional[str] = None
+    # Test verification: up to this many reference solutions per problem run through the judge.
+    max_references: int = 3
+    # Problems with fewer tests are dropped (DeepCoder's data recipe used 5).
+    min_tests: int = 5
+    # The judge compares outputs exactly and has no checker hook: problems whose statement accepts
+    # any of several answers are dropped unless you bring a checker and set this.
+    keep_multi_answer: bool = False
+    # Difficulty: samples per problem with the rollout workers (sampling: rollout.sampling; prompt:
+    # data.prompt_format); problems solved by all or none of them are dropped.
+    difficulty_samples: int = 8
+    # Response limit of those samples; None = the first stage of algo.context_schedule.
+    difficulty_max_tokens: Optional[int] = None
+
+
+@dataclass
 class RunConfig:
     name: str = "tiny"
+    # On several nodes: an absolute path on storage every node mounts (the driver and every learner
+    # rank write and read back a probe file there at start-up). A relative path is taken from the
+    # current directory, which must not be Ray's temporary copy of a job's working directory.
     run_dir: str = "runs/${run.name}"
+    # Storage every node mounts at the same path (the recipe: FSx for Lustre at /fsx); configs build
+    # run_dir, model.path and data paths from it with ${run.shared_dir}. Informational otherwise.
+    shared_dir: Optional[str] = None
     ray_address: Optional[str] = None  # None: join the cluster this runs in, else start a local one
 
 
@@ -239,6 +318,7 @@ class Config:
     init: InitConfig = field(default_factory=InitConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
 
 
 DEFAULT_CONFIG_FILE = Path(__file__).resolve().parent.parent / "configs" / "tiny.yaml"
@@ -279,7 +359,21 @@ def validate(cfg: Config) -> None:
         if not cond:
             raise ConfigError(f"key {key!r}: {why}")
 
-    need(cfg.algo.loss in ("dapo", "gspo", "gspo_plus"), "algo.loss", f"unknown objective {cfg.algo.loss!r}")
+    algo = cfg.algo
+    need(algo.loss in ("dapo", "gspo", "gspo_plus"), "algo.loss", f"unknown objective {algo.loss!r}")
+    need(algo.clip_low is None or 0 <= algo.clip_low < 1, "algo.clip_low", f"must be in [0, 1), got {algo.clip_low}")
+    need(algo.clip_high is None or algo.clip_high >= 0, "algo.clip_high", f"must be >= 0, got {algo.clip_high}")
+    if algo.loss != "dapo" and not algo.allow_large_sequence_clip:
+        for key in ("clip_low", "clip_high"):
+            v = getattr(algo, key)
+            need(v is None or v <= SEQUENCE_CLIP_MAX, f"algo.{key}",
+                 f"{v} is far above a sequence-level clip ({algo.loss}'s default is 3e-4 / 4e-4; sequence ratios are "
+                 f"geometric means and a token-level range never clips them); leave it unset, or set "
+                 f"algo.allow_large_sequence_clip=true")
+    need(algo.clip_ratio_c is None or algo.clip_ratio_c > 1, "algo.clip_ratio_c",
+         f"must be > 1 (or null: no dual clip), got {algo.clip_ratio_c}")
+    need(algo.log_ratio_clamp > 0, "algo.log_ratio_clamp", f"must be > 0, got {algo.log_ratio_clamp}")
+    need(algo.tis_cap >= 0, "algo.tis_cap", f"must be >= 0 (0 = coupled form), got {algo.tis_cap}")
     need(cfg.verifier.backend in ("local", "modal"), "verifier.backend", f"unknown backend {cfg.verifier.backend!r}")
     need(cfg.weight_sync.transport in ("object_store", "nccl"), "weight_sync.transport",
          f"unknown transport {cfg.weight_sync.transport!r}")

@@ -13,7 +13,9 @@ def ray_cluster():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
+        # address="local": a cluster of the session's own, never the last one `ray start` (or another
+        # test run) left on this machine.
+        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {**actor_env(), "OMP_NUM_THREADS": "1"}})
     yield ray
     ray.shutdown()

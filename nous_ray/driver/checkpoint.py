@@ -3,7 +3,12 @@
 A folder holds the learner's sharded state (``learner/``, written by the learner ranks), the
 driver's state (``driver_state.json``) and, written last, the ``COMPLETE`` marker: a crash while
 writing leaves a folder without it, which resume ignores. Only the newest ``keep`` complete folders
-are kept.
+are kept; torn folders older than the newest complete one are removed with them.
+
+Every learner rank writes its own shards from its own node and the driver writes the marker and
+prunes, so all of them must see one directory: the run starts only after the probe of
+:mod:`nous_ray.run_storage` proved that ``run_dir`` is shared, and then the driver's pruning
+removes the ranks' shards where they are.
 """
 
 from __future__ import annotations
@@ -47,9 +52,29 @@ def finish_checkpoint(path: Path, driver_state: dict, keep: int) -> None:
     """Driver state, then the COMPLETE marker, then drop all but the newest ``keep`` checkpoints."""
     (path / DRIVER_STATE).write_text(json.dumps(driver_state))
     (path / CHECKPOINT_DONE).write_text(str(driver_state.get("step", "")))
-    done = complete_checkpoints(path.parent.parent)
-    for old in done[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+    prune_checkpoints(path.parent.parent, keep)
+
+
+def _step_of(p: Path) -> int:
+    try:
+        return int(p.name.split("_")[1])
+    except (IndexError, ValueError):
+        return -1
+
+
+def prune_checkpoints(run_dir: Path, keep: int) -> list[Path]:
+    """Remove all but the newest ``keep`` complete checkpoints (``keep`` <= 0: keep all), and every
+    torn folder older than the newest complete one; returns what was removed."""
+    done = complete_checkpoints(run_dir)
+    if not done:
+        return []
+    gone = done[:-keep] if keep > 0 else []
+    newest = _step_of(done[-1])
+    gone += [p for p in (Path(run_dir) / "checkpoints").glob("step_*")
+             if not (p / CHECKPOINT_DONE).exists() and _step_of(p) < newest]
+    for p in gone:
+        shutil.rmtree(p, ignore_errors=True)
+    return gone
 
 
 def find_resume_point(run_dir: Path, how: str) -> Path | None:

@@ -9,9 +9,15 @@ Three kinds of coroutines share one event loop:
 - the *trainer*: waits until a batch of useful groups is ready, trains, publishes the new weights to
   the rollout workers (who load them between requests), logs, checkpoints, repeats.
 
+What is counted: a *training step* trains one batch and publishes one new *policy version*
+(``Driver.step`` is both: training steps done = the version the learners hold); it is
+``learner.minibatches`` *optimizer steps* (what the learning-rate warm-up counts, ``train/optimizer_step``).
+Staleness and ``trainer.max_off_policy_steps`` count policy versions.
+
 Generation continues while the learners train; how far it may run ahead is bounded by the
-staleness bound (``trainer.max_off_policy_steps``): at most ``bound + 1`` batches of groups are
-outstanding, and a group older than the bound when its batch forms is dropped and counted.
+staleness bound (``trainer.max_off_policy_steps``): at most ``max(1, bound)`` batches of groups are
+outstanding (issued, in flight or buffered, not yet trained or dropped; ``trainer.max_outstanding_batches``
+overrides it), and a group older than the bound when its batch forms is dropped and counted.
 
 The worker pools are duck-typed (see :class:`Workers`), built by ``actors/`` and handed in: the
 library never imports the actor layer.
@@ -91,7 +97,7 @@ class Driver:
         self.sampler = ProblemSampler(len(problems), seed=cfg.data.seed, shuffle=cfg.data.shuffle)
         self.counters = Counters()
         self.buffer = BatchBuffer(t.prompts_per_step, t.max_off_policy_steps, self.counters)
-        self.step = 0  # optimizer steps done == learner policy version
+        self.step = 0  # training steps done == the learners' policy version (not optimizer steps)
         self.rng = random.Random(t.seed)
         # Groups issued but not yet trained on or dropped. Generating further ahead than the
         # staleness bound only produces samples that go stale before their batch forms.
@@ -108,6 +114,7 @@ class Driver:
         self.worker_restarts = 0
         self.resumed_from: Path | None = None
         self._sync_tasks: dict[int, asyncio.Task] = {}
+        self._last_infra_error = ""
 
     # ---- generation -------------------------------------------------------------------------
 
@@ -184,8 +191,11 @@ class Driver:
         self._stats.verify_s += time.monotonic() - t_call
         self._stats.verify_calls += 1
         for j, s in enumerate(samples):
-            v = verdicts[j] if verdicts else {"verdict": "infra_error", "reward": None}
+            v = verdicts[j] if verdicts else {"verdict": "infra_error", "reward": None,
+                                              "detail": "verifier call failed"}
             s.verdict, s.reward = v["verdict"], v["reward"]
+            if s.reward is None:
+                self._last_infra_error = v.get("detail") or s.verdict
             st = self._stats
             st.verdicts[s.verdict] = st.verdicts.get(s.verdict, 0) + 1
             if s.reward is not None:
@@ -210,22 +220,36 @@ class Driver:
         except asyncio.TimeoutError:
             pass
 
-    async def _wait_for_batch(self) -> list[ScoredGroup]:
-        """Block until a batch is ready; charge the wait to generation or verification.
+    async def _wait_for_batch(self) -> list[ScoredGroup] | None:
+        """Block until a batch is ready; charge the wait to generation or verification. None once a
+        stop is requested: the checkpoint must not wait for generation (``ray job stop`` kills after
+        its grace period), and the prompts in flight are saved for re-issue.
 
         Dynamic sampling refills the batch from more groups, but not forever: a policy that passes
         all or none of its samples on every prompt would spin here, so after
         ``trainer.max_filtered_batches`` batches' worth of filtered groups without a batch this is
-        an error that says so.
+        an error that says so. Likewise a verifier that cannot judge (``trainer.max_infra_error_batches``
+        batches' worth of samples dropped for infra errors).
         """
         need = self.cfg.trainer.prompts_per_step
         filtered_at_start = self.counters.filtered_groups
+        infra_at_start = self.counters.dropped_infra
         last_report = time.monotonic()
         while True:
             batch = self.buffer.pop_batch(self.step)
             if batch is not None:
                 self._changed.set()  # room for more prompts
                 return batch
+            if self._stop:
+                return None
+            infra = self.counters.dropped_infra - infra_at_start
+            infra_limit = self.cfg.trainer.max_infra_error_batches * need * self.cfg.rollout.group_size
+            if infra_limit and infra >= infra_limit:
+                raise RuntimeError(
+                    f"step {self.step + 1}: the verifier failed on {infra} samples (infra errors: no verdict; last: "
+                    f"{self._last_infra_error}) and only {len(self.buffer)}/{need} useful groups formed "
+                    f"(trainer.max_infra_error_batches={self.cfg.trainer.max_infra_error_batches}). Check the "
+                    f"verifier: for verifier.backend=modal the token in the job's runtime env and the deployed app.")
             filtered = self.counters.filtered_groups - filtered_at_start
             limit = self.cfg.trainer.max_filtered_batches * need
             if limit and filtered >= limit:
@@ -266,11 +290,13 @@ class Driver:
             filtered_before = self.counters.filtered_groups
             waits_before = _Waits(self._waits.generation_s, self._waits.verification_s)
             batch = await self._wait_for_batch()
+            if batch is None:
+                break
             t_ready = time.monotonic()
             samples = [s for g in batch for s in g.samples]
             staleness = [self.step - s.version for s in samples]
             stats, self._stats = self._stats, _StepStats()
-            metrics = await self.w.learner.train_step(samples, self.cfg.rollout.sampling.temperature)
+            metrics = await self.w.learner.train_step(samples, self.cfg.rollout.sampling.temperature, self.step)
             t_trained = time.monotonic()
             self.step += 1
             await self._publish()
@@ -283,6 +309,7 @@ class Driver:
                 "reward_mean": stats.reward_sum / max(1, stats.verified),
                 "pass_rate": stats.accepted / max(1, stats.verified),
                 "batch_reward_mean": sum(s.reward for s in samples) / len(samples),
+                "batch_samples": len(samples),
                 "filtered_groups": self.counters.filtered_groups - filtered_before,
                 "stale_groups": self.counters.stale_groups,
                 "response_len_mean": sum(len(s.response_ids) for s in samples) / len(samples),

@@ -63,6 +63,7 @@ async def evaluate(
     step: Optional[int] = None,
     *,
     max_tokens: Optional[int] = None,
+    max_model_len: Optional[int] = None,
     model: Optional[str] = None,
     engine: Optional[dict] = None,
     info: Optional[dict] = None,
@@ -84,6 +85,9 @@ async def evaluate(
         out_dir: where ``results.jsonl``, ``summary.json`` and ``pass_at_1.png`` go.
         step: the training step evaluated (recorded; part of the resume settings).
         max_tokens: overrides ``cfg.eval.max_tokens`` (e.g. capped to a training engine's context).
+        max_model_len: the engines' context; when given, each response gets what its prompt leaves of
+            it, at most ``max_tokens`` (YaRN: 81,920 positions minus the prompt, see
+            :meth:`nous_ray.eval.engine.EngineSettings.response_limit`).
         model, engine: recorded in the settings and the summary (model path, engine settings).
         info: more to record in the summary's ``run`` (not part of the resume settings).
         fresh: discard earlier results in ``out_dir`` instead of resuming from them.
@@ -94,6 +98,11 @@ async def evaluate(
     if n < 1:
         raise ValueError(f"eval.n_samples must be >= 1, got {n}")
     max_tokens = cfg.eval.max_tokens if max_tokens is None else max_tokens
+    limits = [max_tokens if max_model_len is None else min(max_tokens, max_model_len - len(p)) for p in prompt_ids]
+    short = [i for i, n in enumerate(limits) if n < 1]
+    if short:
+        raise ValueError(f"evaluate: problem {problems[short[0]].id} has a {len(prompt_ids[short[0]])}-token prompt, "
+                         f"no room for a response in max_model_len {max_model_len}")
     out = Path(out_dir)
     results = ResultsFile(out, n)
     settings = eval_settings(cfg, max_tokens, model, engine, step)
@@ -139,7 +148,7 @@ async def evaluate(
         while todo:
             idx = todo.popleft()
             req = {"group_id": idx, "problem_id": problems[idx].id, "prompt_ids": prompt_ids[idx]}
-            samples = await rollout_pool.generate(i, [req], n, sampling, max_tokens)
+            samples = await rollout_pool.generate(i, [req], n, sampling, limits[idx])
             if len(samples) != n:
                 raise RuntimeError(f"eval: rollout worker {i} returned {len(samples)} samples for problem "
                                    f"{problems[idx].id}, expected {n}")
@@ -170,6 +179,7 @@ async def evaluate(
     summary = summarize(records, n)
     summary["run"] = {
         "step": step, "model": model, "engine": engine, "n_samples": n, "max_tokens": max_tokens,
+        "max_model_len": max_model_len,
         "sampling": sampling, "problems_selected": len(problems), "problems_resumed": len(resumed),
         "problems_generated": len(new_records), "wall_s": time.monotonic() - t0,
         "policy_versions": sorted({r.get("version") for rs in new_records.values() for r in rs} - {None}),

@@ -69,10 +69,15 @@ class StreamingEngine:
         self._queued = 0
 
     # ---- requests -------------------------------------------------------------------------
-    async def _submit(self, prompts: list[list[int]], params) -> list:
+    async def _submit(self, prompts: list[list[int]], params) -> tuple[int, list]:
+        """Admit and run the requests; returns the policy version they ran under and their outputs."""
         from vllm.inputs import TokensPrompt
 
-        await self._admitting.wait()
+        while not self._admitting.is_set():  # set again, an update may have closed it before we resumed
+            await self._admitting.wait()
+        # Admitted: no update loads weights until these requests finish, so this is the version
+        # that generates them (read before the wait, it could be the one the update replaces).
+        version = self.version
         loop = asyncio.get_running_loop()
         futs, added = [], []
         try:
@@ -92,7 +97,7 @@ class StreamingEngine:
             raise
         finally:
             self._wake()
-        return await asyncio.gather(*futs)
+        return version, await asyncio.gather(*futs)
 
     def _wake(self) -> None:
         if self._pending:
@@ -143,8 +148,7 @@ class StreamingEngine:
             if vals is not None and len(vals) != len(prompts):
                 raise ValueError(f"generate: {len(vals)} {name} for {len(prompts)} prompts")
         params = make_sampling_params(sampling, n)
-        version = self.version  # admission waits out updates, so this is the version that runs
-        outs = await self._submit(prompts, params)
+        version, outs = await self._submit(prompts, params)
         groups = [
             to_samples(
                 o,
@@ -163,7 +167,7 @@ class StreamingEngine:
     async def score(self, prompt_ids: list[int], response_ids: list[int]) -> list[float]:
         """Log-probs (temperature 1, current weights) of ``response_ids`` following ``prompt_ids``."""
         (seq,) = check_prompts([list(prompt_ids) + list(response_ids)], self.max_model_len, "score")
-        (out,) = await self._submit([seq], make_scoring_params())
+        _, (out,) = await self._submit([seq], make_scoring_params())
         return scored_logprobs(out, len(prompt_ids))
 
     # ---- weights --------------------------------------------------------------------------

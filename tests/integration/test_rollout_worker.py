@@ -268,6 +268,52 @@ def test_multi_gpu_engines_get_vllms_mp_executor_and_nccl_weight_transfer(ray_cl
         remove_placement_group(pg)
 
 
+def test_a_request_admitted_after_an_update_carries_the_new_version(setup, tmp_path):
+    """A generate call that arrives while an update drains the engine waits for admission; the new
+    weights generate it, so it must carry the new version (read after the wait, not before).
+
+    The interleaving is driven step by step on one event loop (a Ray actor's calls may start out of
+    order), with a real engine, in a Ray task of its own."""
+    import ray
+
+    _, ref, tied = setup
+    model_dir = build_tiny_model_dir(ModelConfig(tie_word_embeddings=tied), tmp_path / "model")
+    cfg = RolloutConfig(max_model_len=512, kv_cache_memory_bytes=64 * 2**20)
+    moved = type(ref).from_pretrained(model_dir, dtype=torch.float32).eval()
+    perturb_(moved, seed=300)
+    buckets = pack_buckets(moved.state_dict().items(), 64 * 1024)
+    prompts = PROMPTS
+
+    def scenario():
+        import asyncio
+
+        from nous_ray.rollout.engine import build_engine
+        from nous_ray.rollout.stream import StreamingEngine
+        from nous_ray.rollout.weights import load_from_store
+
+        async def main():
+            se = StreamingEngine(build_engine(str(model_dir), cfg, dtype="float32"), version=0)
+            long = asyncio.ensure_future(se.generate([prompts[1]], 2, {"max_tokens": 200, "ignore_eos": True}))
+            while se.num_running == 0:
+                await asyncio.sleep(0)
+            update = asyncio.ensure_future(se.update_weights(1, lambda engine: load_from_store(engine, buckets)))
+            await asyncio.sleep(0)  # the update closes admission and waits for the long request
+            closed = not se._admitting.is_set()
+            waiting = asyncio.ensure_future(se.generate([prompts[0]], 1, {"max_tokens": 4, "ignore_eos": True}))
+            (old,), _, (new,) = await asyncio.gather(long, update, waiting)
+            return closed, old, new
+
+        return asyncio.run(main())
+
+    closed, old, new = ray.get(ray.remote(num_cpus=0.5)(scenario).remote())
+    assert closed  # the scenario is the one meant: the second call came while admission was shut
+    assert all(s.version == 0 for s in old)
+    assert new[0].version == 1
+    # and it really was the new weights that sampled it
+    got = torch.tensor(new[0].logprobs, dtype=torch.float64)
+    assert torch.allclose(got, ref_logprobs(moved, new[0].prompt_ids, new[0].response_ids), atol=ATOL)
+
+
 def test_bad_requests_are_named(setup):
     import ray
 

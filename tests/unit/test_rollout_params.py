@@ -92,3 +92,15 @@ def test_check_prompts_and_actor_options():
     assert gpu["num_gpus"] == 2 and "OMP_NUM_THREADS" not in gpu["runtime_env"]["env_vars"]
     with pytest.raises(ValueError, match="gpus_per_worker"):
         rollout_actor_options(RolloutConfig(gpus_per_worker=1, tensor_parallel_size=2))
+
+
+def test_the_recipe_runs_one_gpu_engines_and_refuses_multi_gpu_engines_without_nccl():
+    from nous_ray.config import ConfigError, load_config
+
+    cfg = load_config("configs/nouscoder_14b.yaml")
+    assert (cfg.rollout.tensor_parallel_size, cfg.rollout.gpus_per_worker) == (1, 1)
+    assert cfg.weight_sync.transport == "nccl"
+    assert engine_kwargs(cfg.model.path, cfg.rollout, cpu=False)["distributed_executor_backend"] == "uni"
+    with pytest.raises(ConfigError, match="weight_sync.transport.*tensor_parallel_size=2 needs 'nccl'"):
+        load_config("configs/nouscoder_14b.yaml", ["rollout.tensor_parallel_size=2", "rollout.gpus_per_worker=2",
+                                                   "weight_sync.transport=object_store"])
