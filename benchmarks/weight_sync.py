@@ -81,7 +81,7 @@ def main() -> None:
     from nous_ray.weight_sync.object_store import BucketPublisher
 
     torch.set_num_threads(1)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}})
 
     @ray.remote(num_cpus=0.5)
@@ -133,6 +133,7 @@ def main() -> None:
             n_buckets = len(refs)
             if isinstance(out, dict) and "peak_held_bytes" in out:
                 held.append(out["peak_held_bytes"])
+                largest = out["largest_bucket_bytes"]
             del refs
             buckets = pack_buckets(state(), bucket_bytes)
             # Baseline: the same bytes, put and fetched by a bare actor.
@@ -146,7 +147,7 @@ def main() -> None:
             if not args.skip_per_param:
                 # One object per parameter, each a one-tensor bucket: no bucketing.
                 t6 = time.perf_counter()
-                refs = [ray.put(b) for b in pack_buckets(state(), 1)]
+                refs = [ray.put(pack_buckets([(k, v)], 1)[0]) for k, v in state()]
                 version += 1
                 ray.get(worker.update_weights.remote(version, refs))
                 per_param = time.perf_counter() - t6
@@ -176,6 +177,7 @@ def main() -> None:
             "per_param_over_bucketed": round(med["per_param"] / med["sync"], 2),
             "repeats": args.repeats,
             "peak_held_MB": round(max(held) / 2**20, 1) if held else None,
+            "peak_held_over_largest_bucket": round(max(held) / largest, 2) if held else None,
             "learner_publish_s": round(med["learner"], 3) if learner is not None else None,
         }
         print(f"{n_params / 1e6:.1f}M params, {gb:.3f} GB float32, buckets of {args.bucket_mb:g} MB "
@@ -188,9 +190,9 @@ def main() -> None:
             print(f"  one object per parameter: {med['per_param']:.3f} s "
                   f"({med['per_param'] / med['sync']:.2f}x the bucketed sync)")
         if held:
-            print(f"  worker held at most {max(held) / 2**20:.1f} MB of buckets at once "
-                  f"({max(held) / 2**20 / args.bucket_mb:.2f} buckets of {args.bucket_mb:g} MB; "
-                  f"the version is {nbytes / 2**20:.0f} MB)")
+            print(f"  worker held at most {max(held) / 2**20:.1f} MB of buckets at once = "
+                  f"{max(held) / largest:.2f}x the largest bucket ({largest / 2**20:.1f} MB; a layer is never split); "
+                  f"the version is {nbytes / 2**20:.0f} MB in {n_buckets} buckets")
         if learner is not None:
             print(f"  2-rank learner publish (gather + put) {med['learner']:.3f} s  {gb / med['learner']:.2f} GB/s")
             learner.shutdown()
