@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import torch
 import torch.distributed as dist
@@ -398,18 +398,21 @@ class PolicyTrainer:
         dt = str(self.export_dtype).removeprefix("torch.")
         return [(name, tuple(p.shape), dt) for name, p in self.policy.named_parameters()]
 
-    def gather_weights(self, names: Sequence[str], outs: Optional[Sequence[torch.Tensor]] = None,
-                       device: Optional[torch.device] = None) -> list[Optional[torch.Tensor]]:
-        """All ranks must call with the same ``names``. Rank 0 gets each full weight in the
-        published dtype, written into ``outs`` when given, else new tensors (moved to ``device``);
-        the other ranks send their shards and get Nones. One tensor crosses at a time."""
+    def iter_weights(self, names: Sequence[str], outs: Optional[Sequence[torch.Tensor]] = None,
+                     device: Optional[torch.device] = None) -> Iterator[tuple[str, Optional[torch.Tensor]]]:
+        """All ranks must iterate it in step, with the same ``names``. Rank 0 gets each full weight
+        in the published dtype, written into ``outs`` when given, else a new tensor (moved to
+        ``device``); the other ranks send their shards and get None. One tensor crosses at a time."""
         self._reshard()
         params = dict(self.policy.named_parameters())
-        got = []
         for j, name in enumerate(names):
             t = gather_to_rank0(params[name], self.export_dtype, outs[j] if outs is not None else None)
-            got.append(t.to(device) if t is not None and device is not None and outs is None else t)
-        return got
+            yield name, (t.to(device) if t is not None and device is not None and outs is None else t)
+
+    def gather_weights(self, names: Sequence[str], outs: Optional[Sequence[torch.Tensor]] = None,
+                       device: Optional[torch.device] = None) -> list[Optional[torch.Tensor]]:
+        """:meth:`iter_weights` at once (for a bucket's tensors)."""
+        return [t for _, t in self.iter_weights(names, outs, device)]
 
     def full_weights(self) -> list[tuple[str, torch.Tensor]]:
         """All ranks must call. Rank 0: ``(HF name, full CPU tensor)`` in the published dtype; others: []."""

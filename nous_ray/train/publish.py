@@ -67,7 +67,7 @@ def broadcast_weights(trainer, comm, bucket_bytes: int, tensor_parallel_size: in
         sent = send_buckets(comm, plan, lambda t, out: fill_bucket(trainer, t, out), buffers)
         return {"bytes": sent, "buckets": len(plan), "buffer_bytes": buffers.allocated_bytes}
     names = [m[0] for m in trainer.weight_metas()]
-    gathered = ((n, trainer.gather_weights([n])[0]) for n in names)
+    gathered = trainer.iter_weights(names)
     if not rank0:
         for _ in gathered:
             pass
