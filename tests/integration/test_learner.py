@@ -323,10 +323,11 @@ def test_weight_buckets_carry_hf_names_and_current_weights(group, model_dir):
 
 @pytest.fixture(scope="module")
 def wide_model(tmp_path_factory):
-    """As on the cluster: a bf16 checkpoint and fp32 master weights. Large enough (~41M parameters)
-    that the model dwarfs what the code and the runtime need, twelve layers so a tensor or a bucket
-    is a small part of it, an odd MLP width so shards are uneven."""
-    cfg = ModelConfig(tie_word_embeddings=False, tiny_layers=12, tiny_hidden_size=512, tiny_heads=8, tiny_kv_heads=8,
+    """As on the cluster: a bf16 checkpoint and fp32 master weights. Large enough (~83M parameters)
+    that the model dwarfs the resident memory the runtime moves by itself (code pages, allocator
+    arenas: ~20 MB either way), 24 layers so a tensor or a bucket is a small part of it, an odd MLP
+    width so shards are uneven."""
+    cfg = ModelConfig(tie_word_embeddings=False, tiny_layers=24, tiny_hidden_size=512, tiny_heads=8, tiny_kv_heads=8,
                       tiny_intermediate_size=1537, dtype="bfloat16")
     path = build_tiny_model_dir(cfg, tmp_path_factory.mktemp("wide") / "model")
     from safetensors.torch import load_file
@@ -395,9 +396,10 @@ def test_publish_gathers_into_two_buckets_and_only_rank0_holds_full_tensors(rank
     for t, data in zip(plan, sent):
         got.update(unpack_bucket(Bucket(t.names, t.shapes, t.dtypes, t.offsets, data), copy=True))
     assert set(got) == set(ref) and all(torch.equal(got[k], ref[k]) for k in ref)
-    # Memory: rank 0 adds two bucket buffers and a few tensors in flight (its shard cast, gloo's
-    # gather buffer); the other rank shard-sized pieces. Neither comes near the model.
+    # Memory: rank 0 adds two bucket buffers (counted exactly above) and tensors in flight (its
+    # shard cast, gloo's gather buffer); the other rank shard-sized pieces. Neither comes near the
+    # model (today rank 0 held the fp32 state dict and its bf16 copy: 3x the bf16 model).
     full = sum(nbytes(ref.values()))
     assert r0["buffers"] == 2 and r0["stats"]["buffer_bytes"] == 2 * biggest
-    assert r0["peak"] <= 2 * biggest + 8 * largest < full / 2, (r0["peak"], biggest, largest, full)
-    assert r1["peak"] <= 8 * largest < full / 4, (r1["peak"], largest, full)
+    assert r0["peak"] < 2 * biggest + full / 4, (r0["peak"], biggest, largest, full)
+    assert r1["peak"] < full / 4, (r1["peak"], largest, full)
