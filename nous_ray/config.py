@@ -187,7 +187,9 @@ class LearnerConfig:
 
 @dataclass
 class WeightSyncConfig:
-    transport: str = "object_store"  # object_store (CPU) | nccl (GPU)
+    transport: str = "object_store"  # object_store (CPU) | nccl (GPU; needed by engines of several GPUs)
+    # Target bucket size. A decoder layer never straddles two buckets (one bigger than this gets a
+    # bucket alone); the learner's rank 0 and every engine hold two buckets at once during a sync.
     bucket_mb: int = 256
     # After each publish, check every rollout worker scores a trained response as the learner does.
     verify_after_sync: bool = False
@@ -461,6 +463,11 @@ def validate(cfg: Config) -> None:
     need(cfg.verifier.backend in ("local", "modal"), "verifier.backend", f"unknown backend {cfg.verifier.backend!r}")
     need(cfg.weight_sync.transport in ("object_store", "nccl"), "weight_sync.transport",
          f"unknown transport {cfg.weight_sync.transport!r}")
+    need(cfg.rollout.tensor_parallel_size >= 1, "rollout.tensor_parallel_size", "must be >= 1")
+    need(cfg.rollout.tensor_parallel_size == 1 or cfg.weight_sync.transport == "nccl", "weight_sync.transport",
+         f"rollout.tensor_parallel_size={cfg.rollout.tensor_parallel_size} needs 'nccl': an engine of several "
+         "GPUs runs its workers in other processes and takes weights through vLLM's NCCL weight transfer")
+    need(cfg.weight_sync.bucket_mb > 0, "weight_sync.bucket_mb", "must be > 0")
     need(cfg.rollout.group_size >= 2, "rollout.group_size", "needs at least 2 samples per group")
     need(cfg.trainer.prompts_per_step >= 1, "trainer.prompts_per_step", "must be >= 1")
     need(cfg.trainer.max_off_policy_steps >= 0, "trainer.max_off_policy_steps", "must be >= 0")

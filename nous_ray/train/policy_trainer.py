@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import torch
 import torch.distributed as dist
@@ -28,9 +28,10 @@ from nous_ray.config import AlgoConfig, LearnerConfig, OptimConfig
 from nous_ray.samples import Sample
 from nous_ray.train import checkpoint as ckpt
 from nous_ray.train.dist import all_reduce_max, all_reduce_sum, free_port, init_distributed
-from nous_ray.train.hf_export import hf_named_tensors, write_hf_folder
+from nous_ray.train.gather import gather_to_rank0
+from nous_ray.train.hf_export import write_hf_folder
 from nous_ray.train.microbatch import MicroBatch, build_micro_batch, dummy_micro_batch
-from nous_ray.train.model import load_policy, shard_policy
+from nous_ray.train.model import build_policy, load_weights_from_rank0, shard_policy
 from nous_ray.train.optim import build_optimizer, lr_at, set_lr
 from nous_ray.train.packing import balance_across_ranks, pack_by_tokens, split_minibatches
 
@@ -107,16 +108,20 @@ class PolicyTrainer:
         mixed = self.device.type == "cuda"
         # GPU: float32 master weights, bf16 compute (MixedPrecisionPolicy). CPU: the model's dtype.
         load_dtype = torch.float32 if mixed else _dtype(dtype)
-        policy = load_policy(model_path, load_dtype, cfg.logprob_chunk_size, cfg.attn_implementation,
-                             cfg.activation_checkpointing)
         from transformers import AutoConfig
 
-        # Published and exported weights keep the folder's own dtype (from_pretrained overwrote
-        # the config's with the load dtype), so config.json and the weights agree.
-        self.export_dtype = _dtype(getattr(AutoConfig.from_pretrained(model_path), "dtype", None) or dtype)
+        config = AutoConfig.from_pretrained(model_path)
+        # Published and exported weights keep the folder's own dtype (the engines' dtype), so
+        # config.json and the weights agree; read before from_config writes the load dtype into it.
+        self.export_dtype = _dtype(getattr(config, "dtype", None) or dtype)
+        # Built on the meta device and sharded before any memory is allocated; then rank 0 alone
+        # reads the checkpoint and every rank receives only its shards.
+        policy = build_policy(config, load_dtype, cfg.logprob_chunk_size, cfg.attn_implementation,
+                              cfg.activation_checkpointing)
         self.pad_id = int(getattr(policy.config, "pad_token_id", None) or 0)
         mesh = init_device_mesh(self.device.type, (self.world,))
         self.policy = shard_policy(policy, mesh, mixed, cfg.reshard_after_forward)
+        load_weights_from_rank0(self.policy, model_path, self.device, self.export_dtype)
         self.configure_optimizer(cfg.optim)
 
     # ---------------------------------------------------------------- optimizer
@@ -384,13 +389,36 @@ class PolicyTrainer:
         self.optimizer_step = int(state.get("optimizer_step", state.get("step", 0)))
         return state.get("extra", {})
 
-    def full_weights(self) -> list[tuple[str, torch.Tensor]]:
-        """All ranks must call. Rank 0: ``(HF name, full CPU tensor)`` in the model's dtype; others: []."""
+    # ---------------------------------------------------------------- weights out (sync, export)
+
+    def weight_metas(self) -> list[tuple[str, tuple[int, ...], str]]:
+        """``(HF name, full shape, dtype name)`` of every weight as published, in order, without
+        gathering anything (the same on every rank). A tied head shares the embedding's parameter
+        and is listed once, as checkpoints store it."""
+        dt = str(self.export_dtype).removeprefix("torch.")
+        return [(name, tuple(p.shape), dt) for name, p in self.policy.named_parameters()]
+
+    def iter_weights(self, names: Sequence[str], outs: Optional[Sequence[torch.Tensor]] = None,
+                     device: Optional[torch.device] = None) -> Iterator[tuple[str, Optional[torch.Tensor]]]:
+        """All ranks must iterate it in step, with the same ``names``. Rank 0 gets each full weight
+        in the published dtype, written into ``outs`` when given, else a new tensor (moved to
+        ``device``); the other ranks send their shards and get None. One tensor crosses at a time."""
         self._reshard()
-        full = ckpt.full_model_state(self.policy)
-        if self.rank != 0:
-            return []
-        return hf_named_tensors(full, self.policy.tied, self.export_dtype)
+        params = dict(self.policy.named_parameters())
+        for j, name in enumerate(names):
+            t = gather_to_rank0(params[name], self.export_dtype, outs[j] if outs is not None else None)
+            yield name, (t.to(device) if t is not None and device is not None and outs is None else t)
+
+    def gather_weights(self, names: Sequence[str], outs: Optional[Sequence[torch.Tensor]] = None,
+                       device: Optional[torch.device] = None) -> list[Optional[torch.Tensor]]:
+        """:meth:`iter_weights` at once (for a bucket's tensors)."""
+        return [t for _, t in self.iter_weights(names, outs, device)]
+
+    def full_weights(self) -> list[tuple[str, torch.Tensor]]:
+        """All ranks must call. Rank 0: ``(HF name, full CPU tensor)`` in the published dtype; others: []."""
+        names = [m[0] for m in self.weight_metas()]
+        got = self.gather_weights(names, device=torch.device("cpu"))
+        return list(zip(names, got)) if self.rank == 0 else []
 
     def full_optimizer_state(self) -> dict:
         """All ranks must call; rank 0 gets the unsharded optimizer state (for tests and inspection)."""

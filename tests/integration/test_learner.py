@@ -9,6 +9,7 @@ import math
 import os
 import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -316,3 +317,89 @@ def test_weight_buckets_carry_hf_names_and_current_weights(group, model_dir):
     with safe_open(os.path.join(model_dir, "model.safetensors"), "pt") as f:
         assert set(tensors) == set(f.keys())
     assert all(torch.equal(tensors[k], weights[k]) for k in weights)
+
+
+# ---- start-up and publishing: what each rank holds (item 3 of issue 10) ---------------------------
+
+@pytest.fixture(scope="module")
+def wide_model(tmp_path_factory):
+    """As on the cluster: a bf16 checkpoint and fp32 master weights. Large enough (~83M parameters)
+    that the model dwarfs the resident memory the runtime moves by itself (code pages, allocator
+    arenas: ~20 MB either way), 24 layers so a tensor or a bucket is a small part of it, an odd MLP
+    width so shards are uneven."""
+    cfg = ModelConfig(tie_word_embeddings=False, tiny_layers=24, tiny_hidden_size=512, tiny_heads=8, tiny_kv_heads=8,
+                      tiny_intermediate_size=1537, dtype="bfloat16")
+    path = build_tiny_model_dir(cfg, tmp_path_factory.mktemp("wide") / "model")
+    from safetensors.torch import load_file
+
+    ref = load_file(os.path.join(path, "model.safetensors"))
+    assert all(t.dtype == torch.bfloat16 for t in ref.values())
+    return str(path), ref
+
+
+@pytest.fixture(scope="module")
+def ranks(ray_cluster, wide_model):
+    from learner_ranks import start_ranks
+
+    actors, peaks = start_ranks(wide_model[0])  # learner dtype float32
+    yield actors, peaks
+    for a in actors:
+        ray.kill(a)
+
+
+def nbytes(tensors, itemsize=None):
+    return [t.numel() * (itemsize or t.element_size()) for t in tensors]
+
+
+def test_start_up_reads_once_and_other_ranks_hold_only_their_shards(ranks, wide_model):
+    """Rank 1, built on the meta device, takes its fp32 shards and one tensor at a time as rank 0
+    broadcasts the checkpoint: its resident memory never grows by the model (today every rank loaded
+    the whole model, in fp32)."""
+    actors, peaks = ranks
+    _, ref = wide_model
+    full32 = sum(nbytes(ref.values(), 4))
+    shards = ray.get(actors[1].shard_bytes.remote())
+    assert abs(shards - full32 / 2) < 0.01 * full32  # half the fp32 model
+    assert shards <= peaks[1] < 0.7 * full32, (peaks, shards, full32)
+    # The meter sees a full copy where there is one: rank 0 read the checkpoint (bf16), and
+    # gathering every weight onto rank 0 (a collective) holds them all there in bf16.
+    full16 = sum(nbytes(ref.values()))
+    assert peaks[0] >= shards + full16, (peaks, shards, full16)
+    gathered = ray.get([a.rss_peak_of.remote("full_weights") for a in actors], timeout=600)
+    assert gathered[0] >= full16 > 4 * gathered[1], gathered
+    # And the shards hold exactly the checkpoint's weights.
+    weights = dict(ray.get([a.call.remote("full_weights") for a in actors], timeout=600)[0])
+    assert set(weights) == set(ref) and all(torch.equal(weights[k], ref[k]) for k in ref)
+
+
+def test_publish_gathers_into_two_buckets_and_only_rank0_holds_full_tensors(ranks, wide_model, tmp_path):
+    """A NCCL publish (communicator recorded): rank 0 gathers each bucket, in the engines' dtype
+    (bf16, from fp32 masters), into one of two reused buffers; the other ranks only send their
+    shards; the bytes sent are the weights, in buckets that end at layer boundaries."""
+    from nous_ray.weight_sync.buckets import Bucket, bucket_nbytes, layer_key, unpack_bucket
+
+    actors, _ = ranks
+    _, ref = wide_model
+    r0, r1 = ray.get([a.broadcast.remote(8 * 2**20, str(tmp_path)) for a in actors], timeout=600)
+    plan = r0["plan"]
+    sent = [np.fromfile(f, dtype=np.uint8) for f in r0["sent"]]
+    biggest = max(bucket_nbytes(t) for t in plan)
+    largest = max(nbytes(ref.values()))
+    assert len(plan) >= 8 and [len(s) for s in sent] == [bucket_nbytes(t) for t in plan]
+    # A layer never straddles two buckets (the receivers' reload completes whole layers).
+    homes: dict = {}
+    for i, t in enumerate(plan):
+        for n in t.names:
+            if layer_key(n) is not None:
+                assert homes.setdefault(layer_key(n), i) == i, n
+    got = {}
+    for t, data in zip(plan, sent):
+        got.update(unpack_bucket(Bucket(t.names, t.shapes, t.dtypes, t.offsets, data), copy=True))
+    assert set(got) == set(ref) and all(torch.equal(got[k], ref[k]) for k in ref)
+    # Memory: rank 0 adds two bucket buffers (counted exactly above) and tensors in flight (its
+    # shard cast, gloo's gather buffer); the other rank shard-sized pieces. Neither comes near the
+    # model (today rank 0 held the fp32 state dict and its bf16 copy: 3x the bf16 model).
+    full = sum(nbytes(ref.values()))
+    assert r0["buffers"] == 2 and r0["stats"]["buffer_bytes"] == 2 * biggest
+    assert r0["peak"] < 2 * biggest + full / 4, (r0["peak"], biggest, largest, full)
+    assert r1["peak"] < full / 4, (r1["peak"], largest, full)
