@@ -56,19 +56,17 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def prepare_inputs(cfg: Config, tokenizer: str, say=print):
+def prepare_inputs(cfg: Config, tokenizer: str):
     """Problems, their prompt token ids, and the supervised warm-start examples; :class:`BadInputs` for
-    data that cannot be trained on (a malformed row, no problems, a prompt with no room for a response)."""
-    problems, skipped = load_train_problems(cfg)  # before transformers loads: a bad row fails in a second
+    data that cannot be trained on (a malformed row, no problems, a prompt with no room for a response).
+    With ``data.skip_malformed`` the loaders log each row they leave out, and the count."""
+    problems, _ = load_train_problems(cfg)  # before transformers loads: a bad row fails in a second
     from transformers import AutoTokenizer
 
     from nous_ray.data import build_messages, render_prompt
     from nous_ray.samples import Sample
 
     tok = AutoTokenizer.from_pretrained(tokenizer)
-    if skipped:
-        say(f"data: left out {len(skipped)} malformed row(s) (data.skip_malformed=true), kept {len(problems)}; "
-            f"the first: {skipped[0]}")
     prompt_ids = [tok(render_prompt(tok, build_messages(p, cfg.data.prompt_format)), add_special_tokens=False)
                   ["input_ids"] for p in problems]
     check_prompt_room(problems, prompt_ids, cfg.rollout.max_model_len, f"data.train={cfg.data.train}"
@@ -112,7 +110,11 @@ def check_local_placement(cfg: Config) -> None:
         return
     requests = plan_placement(cfg)
     if not any(q.total("GPU") for q in requests):
-        check_fits(requests, [{"CPU": float(local_num_cpus())}])
+        try:
+            check_fits(requests, [{"CPU": float(local_num_cpus())}])
+        except PlacementError as e:
+            raise PlacementError(f"{e}; this machine's local Ray cluster is all there is (no run.ray_address, "
+                                 f"no RAY_ADDRESS): ask for fewer workers or fewer CPUs each") from None
 
 
 def build_workers(cfg: Config, model_path: str, placement):
@@ -199,7 +201,7 @@ def main(argv=None) -> int:
         require_inputs(cfg, fetch_command)
         find_resume_point(run_dir, cfg.trainer.resume)
         check_local_placement(cfg)
-        inputs = prepare_inputs(cfg, tokenizer_path(cfg.model), say=lambda line: print(line, flush=True))
+        inputs = prepare_inputs(cfg, tokenizer_path(cfg.model))
         eval_set = prepare_eval_set(cfg, tokenizer_path(cfg.model))
     except STARTUP_ERRORS as e:
         print(f"start-up error: {e}", file=sys.stderr)

@@ -376,6 +376,9 @@ class Driver:
     async def _unless_stopped(self, coro):
         """Await ``coro``, unless a stop is requested first: then it is cancelled (and awaited) and
         the answer is None."""
+        if self._stopped.is_set():
+            coro.close()
+            return None
         task = asyncio.ensure_future(coro)
         stop = asyncio.ensure_future(self._stopped.wait())
         try:
