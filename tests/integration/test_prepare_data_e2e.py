@@ -71,11 +71,12 @@ def test_training_runs_on_the_prepared_file(tmp_path):
     assert prep.returncode == 0, prep.stderr[-5000:]
     assert "verify_tests                10     7" in prep.stdout  # the printed table
     run_dir = tmp_path / "run"
-    # The random tiny model fails every sample: keep all-failed groups (dynamic sampling off) so
-    # that two steps train at all; its prompts are the fixtures' full statements (max_model_len).
+    # The random tiny model fails every sample, most by running to the length limit: keep all-failed
+    # groups (dynamic sampling off) and truncated samples (overlong filter off) so that both steps train
+    # whole batches; its prompts are the fixtures' full statements (max_model_len).
     cmd = [sys.executable, "launch/train.py", f"run.run_dir={run_dir}", "data.train=jsonl",
            f"data.train_path={out / 'problems.jsonl'}", "trainer.steps=2", "init.sft_steps=0", "eval.every_steps=0",
-           "algo.dynamic_sampling=false", "trainer.prompts_per_step=4", "rollout.group_size=4",
+           "algo.dynamic_sampling=false", "algo.overlong_filter=false", "trainer.prompts_per_step=4", "rollout.group_size=4",
            "learner.num_ranks=1", "learner.minibatches=1", "rollout.max_model_len=1024",
            "learner.micro_batch_tokens=2048", "trainer.checkpoint_every=0"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
