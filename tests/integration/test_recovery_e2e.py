@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from process_helpers import signal_at_line
 
 from nous_ray.driver.checkpoint import checkpoint_dir, complete_checkpoints
 from nous_ray.metrics import read_metrics
@@ -102,23 +103,14 @@ def _eval_cmd(out):
 def test_ctrl_c_during_evaluation_prints_one_line_and_the_same_command_resumes(tmp_path):
     out = tmp_path / "eval"
     # Its own session, so Ctrl-C reaches the whole process group, as a terminal's does.
-    proc = subprocess.Popen(_eval_cmd(out), cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    proc = subprocess.Popen(_eval_cmd(out), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
-    lines = []
-    t0 = time.monotonic()
-    try:
-        for line in proc.stderr:
-            lines.append(line.rstrip())
-            if line.startswith("eval: 16 problems x 16 samples"):
-                time.sleep(2.0)  # into the generation
-                os.killpg(proc.pid, signal.SIGINT)
-                break
-            assert time.monotonic() - t0 < 600, "\n".join(lines[-20:])
-        _, rest = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    lines += rest.splitlines()
+
+    def ctrl_c():  # to the whole process group, as a terminal's Ctrl-C, a moment into the generation
+        time.sleep(2.0)
+        os.killpg(proc.pid, signal.SIGINT)
+
+    lines = signal_at_line(proc, proc.stderr, "eval: 16 problems x 16 samples", ctrl_c)
     assert proc.returncode == 130, "\n".join(lines[-30:])
     assert not any("Traceback" in line for line in lines), "\n".join(lines[-40:])
     last = lines[-1]
@@ -138,18 +130,8 @@ def test_sigterm_during_the_warm_start_stops_it_and_the_rerun_writes_its_rows_on
             "eval.every_steps=0"]
     proc = subprocess.Popen([sys.executable, "launch/train.py", f"run.run_dir={run}", *FAST, *warm], cwd=ROOT,
                             env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = []
-    try:
-        for line in proc.stdout:
-            lines.append(line.rstrip())
-            if line.startswith("warm start   5/60"):
-                proc.send_signal(signal.SIGTERM)  # what `ray job stop` sends
-                break
-        rest, _ = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    lines += rest.splitlines()
+    # SIGTERM is what `ray job stop` sends.
+    lines = signal_at_line(proc, proc.stdout, "warm start   5/60", lambda: proc.send_signal(signal.SIGTERM))
     assert proc.returncode == 0, "\n".join(lines[-30:])
     assert ("stop requested during the warm start: stopping after the warm-start step in flight (nothing to "
             "checkpoint before the warm start ends; the next run starts it again)") in lines
