@@ -567,19 +567,6 @@ class Driver:
 
     # ---- the whole run ----------------------------------------------------------------------
 
-    async def _run_training(self) -> None:
-        self._phase = "training"
-        await self._publish(reset=True)  # the rollout workers start from the learner's (resumed) weights
-        gens = [asyncio.ensure_future(self._generation_loop(i)) for i in range(self.w.rollout.size)]
-        try:
-            await self._train()
-        finally:
-            self._stop = True
-            self._changed.set()
-            for g in gens:
-                g.cancel()
-            await asyncio.gather(*gens, return_exceptions=True)
-
     async def _drain_verification(self, timeout_s: float = 10.0) -> None:
         """Let the verifications in flight finish (bounded), then cancel the rest: the run returns
         with no verifier call outstanding, so tearing the verifier actors down fails none of them."""
@@ -617,10 +604,18 @@ class Driver:
         try:
             if self.step == 0 and self.resumed_from is None:
                 await self.warm_start()
-            if self._stop:  # during the warm start
-                await self._save_last()
-            else:
-                await self._run_training()
+            self._phase = "training"
+            if not self._stop:  # a stop during the warm start trains nothing: _train only saves what it can
+                await self._publish(reset=True)  # the rollout workers start from the learner's (resumed) weights
+            gens = [asyncio.ensure_future(self._generation_loop(i)) for i in range(self.w.rollout.size)]
+            try:
+                await self._train()
+            finally:
+                self._stop = True
+                self._changed.set()
+                for g in gens:
+                    g.cancel()
+                await asyncio.gather(*gens, return_exceptions=True)
         finally:
             await self._drain_verification()
             self.sinks.close()
