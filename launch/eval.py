@@ -171,7 +171,8 @@ def main(argv=None) -> int:
         if model_arg == "tiny":
             model_path = str(build_tiny_model_dir(cfg.model, out / "tiny_model"))
         elif ckpt is not None:
-            ray = start_ray(cfg.run.ray_address, dashboard=False)
+            if not (ckpt / "hf" / "config.json").exists():  # exported once, by the learner ranks
+                ray = start_ray(cfg.run.ray_address, dashboard=False)
             model_path = str(export_checkpoint(ckpt, cfg))
         else:
             if Path(model_arg).is_dir() and not (Path(model_arg) / "config.json").exists():
