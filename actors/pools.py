@@ -87,16 +87,33 @@ class VerifierPool:
     def __init__(self, cfg: Config, placement=None):
         self.actors = create_verifiers(cfg.verifier, placement)
         self._in_flight = [0] * len(self.actors)
+        self._calls: set = set()  # ObjectRefs of calls not answered yet (a caller may have stopped waiting)
 
     async def verify_group(self, problem: Problem, completions: list[str]) -> list[dict]:
         i = min(range(len(self.actors)), key=self._in_flight.__getitem__)
         self._in_flight[i] += 1
+        ref = self.actors[i].verify_group.remote(problem, completions)
+        self._calls.add(ref)
         try:
-            return await _wait(self.actors[i].verify_group.remote(problem, completions))
+            verdicts = await _wait(ref)
+        except asyncio.CancelledError:
+            raise  # the caller stopped waiting; the call runs on in the actor, and shutdown lets it finish
+        except BaseException:
+            self._calls.discard(ref)
+            raise
         finally:
             self._in_flight[i] -= 1
+        self._calls.discard(ref)
+        return verdicts
 
-    def shutdown(self) -> None:
+    def shutdown(self, grace_s: float = 10.0) -> None:
+        """Let calls still running finish (at most ``grace_s``), then kill the actors. Killed mid-call,
+        an actor that Ray restarts and retries for (``max_task_retries=-1``) reports every such call as
+        failed on the console of whoever started the run."""
+        running = list(self._calls)
+        if running:
+            ray.wait(running, num_returns=len(running), timeout=grace_s)
+        self._calls.clear()
         for a in self.actors:
             ray.kill(a)
         self.actors = []

@@ -53,6 +53,9 @@ class DataConfig:
     prompt_format: str = "lcb"
     shuffle: bool = True
     seed: int = 0
+    # A malformed row (not JSON, a missing or broken field, no tests) stops the job at start-up naming
+    # the file, row and field; true leaves such rows out and counts them instead.
+    skip_malformed: bool = False
 
 
 @dataclass

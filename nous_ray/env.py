@@ -64,6 +64,11 @@ def setup_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def local_num_cpus() -> int:
+    """The CPUs a local cluster of :func:`start_ray` offers."""
+    return max(2, os.cpu_count() or 2)
+
+
 def start_ray(ray_address: str | None = None, dashboard: bool = True):
     """Join the cluster this runs in (``ray job submit`` sets RAY_ADDRESS), else start a local one."""
     import ray
@@ -80,6 +85,6 @@ def start_ray(ray_address: str | None = None, dashboard: bool = True):
         env.setdefault("OMP_NUM_THREADS", "1")  # actors share few cores
         # "local": a cluster of this run's own. Without it ray.init() joins the last cluster any
         # `ray start` (or test) left running on this machine.
-        ray.init(address="local", num_cpus=max(2, os.cpu_count() or 2), include_dashboard=dashboard,
+        ray.init(address="local", num_cpus=local_num_cpus(), include_dashboard=dashboard,
                  log_to_driver=False, runtime_env={"env_vars": env})
     return ray

@@ -9,6 +9,11 @@ start-up the job checks every input is there (:func:`missing_inputs`, then on ev
 Inputs: ``model.path`` (from ``model.hub_id``), ``data.train_path`` (from ``data.train_hub_id``, or
 the loader's hub dataset) and, when the run evaluates periodically, ``eval.path`` (LiveCodeBench's
 hub dataset). ``model.path=tiny`` and ``data.train=tiny`` are built in and need nothing.
+
+Then, still before Ray starts, the data itself: :func:`load_train_problems` and :func:`load_eval_problems`
+read every row (a malformed one is an error naming the file, row and field, or with
+``data.skip_malformed`` is left out and counted) and :func:`check_prompt_room` holds every prompt
+against the engines' context (``rollout.max_model_len``). Each failure is a :class:`BadInputs`, one line.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from nous_ray.config import Config
+from nous_ray.data.problem import Problem, ProblemFormatError
 
 MODEL_FILES = ("*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.jinja")
 
@@ -164,3 +170,64 @@ def require_inputs(cfg: Config, fetch_command: str, where: str = "") -> None:
             f"inputs missing{where}: " + "; ".join(missing)
             + f". A job reads local paths only: fetch them once, before the job, onto storage every node "
               f"mounts: {fetch_command}")
+
+
+class BadInputs(RuntimeError):
+    """The job's data is there but cannot be trained on; the message names the file, row, field or key."""
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _data_key(cfg: Config) -> str:
+    d = cfg.data
+    return f"data.train_path={d.train_path!r} (data.train={d.train})" if d.train_path else f"data.train={d.train}"
+
+
+def load_train_problems(cfg: Config) -> tuple[list[Problem], list[ProblemFormatError]]:
+    """The training problems and the malformed rows left out (``data.skip_malformed``); raises
+    :class:`BadInputs` for a malformed row (without the key), data that cannot be read, or no problems."""
+    from nous_ray.data import load_problems
+    from nous_ray.data.collect import record_skips
+
+    d = cfg.data
+    where = _data_key(cfg)
+    try:
+        with record_skips() as skipped:
+            problems = load_problems(d.train, d.train_path, d.train_subsets, d.max_problems,
+                                     errors="skip" if d.skip_malformed else "raise")
+    except ProblemFormatError as e:
+        raise BadInputs(f"{where}: {e}; data.skip_malformed=true leaves such rows out and counts them") from None
+    except Exception as e:  # the loaders' own errors, or the file format's (datasets, pyarrow)
+        raise BadInputs(f"{where}: cannot read it: {type(e).__name__}: {_first_line(e)}") from None
+    if not problems:
+        why = f"all {len(skipped)} rows are malformed (first: {skipped[0]})" if skipped else "it holds no problems"
+        raise BadInputs(f"{where}: no problems to train on: {why}")
+    return problems, list(skipped)
+
+
+def load_eval_problems(cfg: Config) -> list[Problem]:
+    """The periodic evaluation's problems (``eval.*``); raises :class:`BadInputs` naming ``eval.path``."""
+    from nous_ray.eval import select_problems
+
+    e = cfg.eval
+    try:
+        return select_problems(e)
+    except Exception as err:
+        raise BadInputs(f"eval.path={e.path!r} (eval.dataset={e.dataset}): {_first_line(err)}") from None
+
+
+def check_prompt_room(problems: Sequence[Problem], prompt_ids: Sequence[Sequence[int]], max_model_len: int,
+                      what: str) -> None:
+    """Every prompt must leave the rollout engines room for at least one response token: an engine
+    refuses a prompt of ``max_model_len`` tokens or more (mid-run, after the warm start)."""
+    over = [(p.id, len(ids)) for p, ids in zip(problems, prompt_ids) if len(ids) >= max_model_len]
+    if over:
+        pid, n = over[0]
+        longest = max(n for _, n in over)
+        raise BadInputs(
+            f"{what}: {len(over)} of {len(problems)} prompts leave no room for a response within "
+            f"rollout.max_model_len={max_model_len} (the first: problem {pid!r}, {n} tokens; the longest "
+            f"{longest}); raise rollout.max_model_len or leave those problems out")

@@ -31,6 +31,7 @@ import json
 import logging
 import random
 import signal
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,7 +39,9 @@ from nous_ray.algo import ContextSchedule
 from nous_ray.config import Config, OptimConfig
 from nous_ray.data.problem import Problem
 from nous_ray.driver.checkpoint import (
+    ResumeError,
     checkpoint_dir,
+    discard_after,
     find_resume_point,
     finish_checkpoint,
     latest_checkpoint,
@@ -52,6 +55,11 @@ from nous_ray.metrics import MetricsSink
 from nous_ray.samples import Sample
 
 log = logging.getLogger("nous_ray.driver")
+
+
+def _shown(value: float | None, fmt: str) -> str:
+    """A metric for the progress line: ``n/a`` where metrics.jsonl holds null (nothing to average)."""
+    return "n/a" if value is None else format(value, fmt)
 
 
 @dataclass
@@ -112,6 +120,12 @@ class Driver:
         self._verifying = 0  # groups in verification
         self._changed = asyncio.Event()
         self._stop = False
+        self._stopped = asyncio.Event()  # set with _stop: phases that can be abandoned wait on it
+        self._phase = "start-up"  # what a stop interrupts: "warm start", "training", "evaluation"
+        self._warm_start_done = False  # a warm start ran to its end in this process (worth a checkpoint)
+        self._verify_tasks: set[asyncio.Task] = set()
+        # Names the weights this process trains: periodic evaluation results are theirs alone.
+        self.segment = uuid.uuid4().hex[:12]
         self._published = False  # whether any weights went out yet (a restarted worker needs them)
         self._stats = _StepStats()
         self._waits = _Waits()
@@ -268,6 +282,9 @@ class Driver:
     # ---- verification -----------------------------------------------------------------------
 
     async def _verify(self, gid: int, idx: int, samples: list[Sample]) -> None:
+        task = asyncio.current_task()
+        self._verify_tasks.add(task)  # awaited or cancelled at the end of the run, never left behind
+        task.add_done_callback(self._verify_tasks.discard)
         problem = self.problems[idx]
         verdicts = None
         t_call = self._now()
@@ -400,15 +417,16 @@ class Driver:
             evaluated = await self._maybe_evaluate()
             wall = t_end - t_step
             idle = t_ready - t_step
-            row = {
-                "reward_mean": stats.reward_sum / max(1, stats.verified),
-                "pass_rate": stats.accepted / max(1, stats.verified),
+            judged = sum(stats.verdicts.values())
+            row = {  # None (null): nothing to take a mean of this step, which is not a mean of 0
+                "reward_mean": stats.reward_sum / stats.verified if stats.verified else None,
+                "pass_rate": stats.accepted / stats.verified if stats.verified else None,
                 "batch_reward_mean": sum(s.reward for s in samples) / len(samples),
                 "batch_samples": len(samples),
                 "filtered_groups": self.counters.filtered_groups - filtered_before,
                 "stale_groups": self.counters.stale_groups,
                 "response_len_mean": sum(len(s.response_ids) for s in samples) / len(samples),
-                "truncated_frac": stats.truncated / max(1, sum(stats.verdicts.values())),
+                "truncated_frac": stats.truncated / judged if judged else None,
                 "tokens_per_s": stats.response_tokens / max(wall, 1e-9),
                 "learner_idle_frac": idle / max(wall, 1e-9),
                 "learner_wait_generation_s": self._waits.generation_s - waits_before.generation_s,
@@ -418,8 +436,8 @@ class Driver:
                 "staleness_mean": sum(staleness) / len(staleness),
                 "staleness_max": max(staleness),
                 "max_response_tokens": self.schedule(self.step - 1),
-                "time_generate_call_s": stats.generate_s / max(1, stats.generate_calls),
-                "time_verify_group_s": stats.verify_s / max(1, stats.verify_calls),
+                "time_generate_call_s": stats.generate_s / stats.generate_calls if stats.generate_calls else None,
+                "time_verify_group_s": stats.verify_s / stats.verify_calls if stats.verify_calls else None,
                 "time_step_s": wall, "time_train_s": t_trained - t_ready, "time_sync_s": t_end - t_trained,
                 "worker_restarts": self.worker_restarts,
                 **{f"verdict/{k}": v for k, v in stats.verdicts.items()},
@@ -431,14 +449,43 @@ class Driver:
             self.sinks.log(self.step, row)
             self._save_samples(samples)
             self.progress(
-                f"step {self.step:4d}/{t.steps} | reward {row['reward_mean']:+.3f} | pass {row['pass_rate']:.3f}"
+                f"step {self.step:4d}/{t.steps} | reward {_shown(row['reward_mean'], '+.3f')}"
+                f" | pass {_shown(row['pass_rate'], '.3f')}"
                 f" | filtered {row['filtered_groups']} | len {row['response_len_mean']:.1f}"
                 f" | {row['tokens_per_s']:.0f} tok/s | idle {100 * row['learner_idle_frac']:.0f}%"
                 f" | stale {row['staleness_mean']:.2f}/{row['staleness_max']}")
             if t.checkpoint_every and self.step % t.checkpoint_every == 0:
                 await self.save_checkpoint()
-        if self._stop and self.step and not self._checkpointed_at_current_step():
+        await self._save_last()
+
+    async def _save_last(self) -> None:
+        """The run ends saved: its last step whatever ``trainer.checkpoint_every`` (at ``trainer.steps``
+        or at a stop), and at step 0 a finished warm start, so a re-run does not repeat it."""
+        if self._checkpointed_at_current_step():
+            return
+        if self.step > 0 or self._warm_start_done:
             await self.save_checkpoint()
+        elif self._stop:
+            self.progress("stopped before the first training step: nothing to checkpoint; the next run starts "
+                          "from the beginning")
+
+    async def _unless_stopped(self, coro):
+        """Await ``coro``, unless a stop is requested first: then it is cancelled (and awaited) and
+        the answer is None."""
+        if self._stopped.is_set():
+            coro.close()
+            return None
+        task = asyncio.ensure_future(coro)
+        stop = asyncio.ensure_future(self._stopped.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            return None
+        return task.result()
 
     async def _learner(self, what: str, call):
         """Await a learner call. A failure (a rank lost, e.g. with its node) stops the run: the learners'
@@ -481,17 +528,28 @@ class Driver:
         if not every or not self.eval_set or self.step % every:
             return {}
         from nous_ray.eval import evaluate, max_tokens_within, metrics_for_log
+        from nous_ray.eval.records import RESULTS_FILE
 
         # Every worker must hold the weights just published, or the samples would mix policies;
         # the trainer publishes nothing more until the evaluation is done.
         await self._synced()
         problems, ids = self.eval_set
         t0 = self._now()
-        summary = await evaluate(
-            self.cfg, problems, ids, self.w.rollout, self.w.verifiers,
-            self.run_dir / "eval" / f"step_{self.step:06d}", step=self.step, progress=False, plot=False,
-            say=lambda m: None,
-            max_tokens=max_tokens_within(self.cfg.rollout.max_model_len, ids, self.cfg.eval.max_tokens))
+        out_dir = self.run_dir / "eval" / f"step_{self.step:06d}"
+        if (out_dir / RESULTS_FILE).exists():
+            # Only a run that was rolled back to an earlier checkpoint finds results here: they were
+            # made by weights it no longer has. Results belong to the weights that made them.
+            self.progress(f"eval at step {self.step}: {out_dir} holds results of the weights of an earlier run "
+                          f"(rolled back since); evaluating these weights afresh")
+        self._phase = "evaluation"
+        summary = await self._unless_stopped(evaluate(
+            self.cfg, problems, ids, self.w.rollout, self.w.verifiers, out_dir, step=self.step,
+            progress=False, plot=False, say=lambda m: None, fresh=True, info={"weights": self.segment},
+            max_tokens=max_tokens_within(self.cfg.rollout.max_model_len, ids, self.cfg.eval.max_tokens)))
+        self._phase = "training"
+        if summary is None:
+            self.progress(f"eval at step {self.step}: abandoned at the stop")
+            return {}
         out = metrics_for_log(summary)
         self.progress(f"eval at step {self.step}: pass@1 {out.get('eval/pass@1', float('nan')):.3f} "
                       f"on {len(problems)} problems ({self._now() - t0:.1f} s)")
@@ -531,18 +589,25 @@ class Driver:
         ic = self.cfg.init
         if ic.sft_steps <= 0 or not self.sft_examples:
             return
+        self._phase = "warm start"
         await self.w.learner.configure_optimizer(
             OptimConfig(lr=ic.sft_lr, warmup_steps=ic.sft_warmup_steps, grad_clip=self.cfg.learner.optim.grad_clip))
         try:
             await self._sft_until_target()
         finally:  # RL starts with a fresh optimizer at its own learning rate
             await self.w.learner.configure_optimizer(self.cfg.learner.optim)
+        self._warm_start_done = not self._stop
 
     async def _sft_until_target(self) -> None:
         ic = self.cfg.init
         for k in range(1, ic.sft_steps + 1):
+            if self._stop:  # honoured between warm-start steps; the pass-rate check counts as one
+                self.progress(f"warm start stopped after {k - 1}/{ic.sft_steps} steps")
+                return
             batch = self.rng.sample(self.sft_examples, min(ic.sft_batch_size, len(self.sft_examples)))
             m = await self.w.learner.sft_step(batch)
+            if self._stop:
+                continue
             if k % ic.sft_check_every == 0 or k == ic.sft_steps:
                 rate = await self._pass_rate_now()
                 self.progress(f"warm start {k:3d}/{ic.sft_steps} | sft loss {m.get('loss', float('nan')):.3f}"
@@ -577,11 +642,24 @@ class Driver:
         return path
 
     async def maybe_resume(self) -> None:
-        path = find_resume_point(self.run_dir, self.cfg.trainer.resume)
+        """Resume from ``trainer.resume`` (see :func:`find_resume_point`: broken checkpoints are skipped,
+        each with a warning); checkpoints after the resume point are moved aside (:func:`discard_after`)."""
+        point = find_resume_point(self.run_dir, self.cfg.trainer.resume)
+        for skipped, why in point.skipped:
+            self.progress(f"warning: skipping checkpoint {skipped}: {why}")
+        path = point.path
+        moved = discard_after(self.run_dir, read_driver_state(path)["step"] if path else -1)
+        if moved:
+            self.progress(f"moved {len(moved)} checkpoint(s) after the resume point to {moved[0].parent} "
+                          f"(weights this run does not continue): {', '.join(p.name for p in moved)}")
         if path is None:
             return
         state = read_driver_state(path)
-        await self.w.learner.load_checkpoint(str(path / "learner"))
+        try:
+            await self.w.learner.load_checkpoint(str(path / "learner"))
+        except Exception as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[-1]
+            raise ResumeError(f"resuming from {path}: the learners could not load {path / 'learner'}: {first}") from e
         self.step = state["step"]
         self.sampler.load_state_dict(state["sampler"])
         for k, v in state["counters"].items():
@@ -599,15 +677,34 @@ class Driver:
 
     # ---- the whole run ----------------------------------------------------------------------
 
+    async def _drain_verification(self, timeout_s: float = 10.0) -> None:
+        """Let the verifications in flight finish (bounded), then cancel the rest: the run returns
+        with no verifier call outstanding, so tearing the verifier actors down fails none of them."""
+        if not self._verify_tasks:
+            return
+        _, late = await asyncio.wait(set(self._verify_tasks), timeout=timeout_s)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+
     def request_stop(self, *_):
+        """Ctrl-C, ``ray job stop`` (SIGINT, SIGTERM): honoured within one step of the phase running."""
         if not self._stop:
-            self.progress("stop requested: finishing the step in flight and writing a checkpoint")
+            self.progress({
+                "warm start": "stop requested during the warm start: stopping after the warm-start step in flight "
+                              "(nothing to checkpoint before the warm start ends; the next run starts it again)",
+                "evaluation": f"stop requested during the evaluation at step {self.step}: abandoning it, writing a "
+                              f"checkpoint",
+            }.get(self._phase, "stop requested: finishing the step in flight and writing a checkpoint"))
         self._stop = True
+        self._stopped.set()
         self._changed.set()
 
     async def run(self) -> dict:
         await self.maybe_resume()
-        self.sinks = MetricsSink(self.run_dir, resume_step=self.step)
+        # Rows of steps this run does not continue (after its checkpoint; every row when it starts from
+        # the beginning, e.g. after a stop during the warm start) are dropped, so none appears twice.
+        self.sinks = MetricsSink(self.run_dir, resume_step=self.step if self.resumed_from else None)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
@@ -617,7 +714,9 @@ class Driver:
         try:
             if self.step == 0 and self.resumed_from is None:
                 await self.warm_start()
-            await self._publish(reset=True)  # the rollout workers start from the learner's (resumed) weights
+            self._phase = "training"
+            if not self._stop:  # a stop during the warm start trains nothing: _train only saves what it can
+                await self._publish(reset=True)  # the rollout workers start from the learner's (resumed) weights
             self._window_t = self._now()
             gen = asyncio.ensure_future(self._generation_loop())
             try:
@@ -630,6 +729,7 @@ class Driver:
                     g.cancel()
                 await asyncio.gather(*gens, return_exceptions=True)
         finally:
+            await self._drain_verification()
             self.sinks.close()
         return {"step": self.step, "counters": self.counters.to_dict(), "worker_restarts": self.worker_restarts,
                 "pending": self.counters.generated - self.counters.accounted,

@@ -22,7 +22,7 @@ from typing import Any, Callable, Optional
 
 from nous_ray.config import Config
 from nous_ray.data.problem import Problem
-from nous_ray.eval.records import ResultsFile, make_record
+from nous_ray.eval.records import EvalResumeError, ResultsFile, make_record, settings_conflict
 from nous_ray.eval.summary import summarize
 
 log = logging.getLogger("nous_ray.eval")
@@ -41,6 +41,16 @@ def eval_settings(cfg: Config, max_tokens: int, model: Optional[str], engine: Op
             "sampling": eval_sampling(cfg), "engine": engine,
             "prompt_format": cfg.eval.prompt_format or cfg.data.prompt_format,
             "enable_thinking": cfg.eval.enable_thinking}
+
+
+def check_resumable(cfg: Config, out_dir: str | Path, *, max_tokens: Optional[int] = None,
+                    model: Optional[str] = None, engine: Optional[dict] = None, step: Optional[int] = None) -> None:
+    """Raise :class:`EvalResumeError` now if :func:`evaluate` with these arguments would refuse the
+    results already in ``out_dir`` (made with other settings): before any engine starts."""
+    settings = eval_settings(cfg, cfg.eval.max_tokens if max_tokens is None else max_tokens, model, engine, step)
+    conflict = settings_conflict(out_dir, settings)
+    if conflict:
+        raise EvalResumeError(conflict)
 
 
 def _infra_verdicts(n: int, why: str) -> list[dict]:
@@ -105,7 +115,7 @@ async def evaluate(
                          f"no room for a response in max_model_len {max_model_len}")
     out = Path(out_dir)
     results = ResultsFile(out, n)
-    settings = eval_settings(cfg, max_tokens, model, engine, step)
+    settings = eval_settings(cfg, max_tokens, model, engine, step)  # ResultsFile.resume refuses other ones
     done = results.resume(settings, fresh=fresh)
     selected = {p.id for p in problems}
     resumed = [pid for pid in done if pid in selected]

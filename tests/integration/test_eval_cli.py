@@ -170,7 +170,8 @@ def test_eval_cli_exports_a_training_checkpoint_and_plots_its_run(tmp_path, ray_
     for name, t in trained.items():
         assert (exported[name] == t).all(), name
     assert any(not (base_w[n] == exported[n]).all() for n in exported)  # the trained weights, not the base
-    summary = json.loads((run / "eval" / "step_000003" / "summary.json").read_text())
+    out = run / "eval_standalone" / "step_000003"  # beside the periodic evaluations in run / "eval"
+    summary = json.loads((out / "summary.json").read_text())
     assert summary["run"]["model"] == str(ckpt / "hf") and summary["run"]["engine"]["hf_overrides"] is None
     assert summary["samples"] == 3 * 2
-    assert (run / "eval" / "step_000003" / "pass_at_1.png").stat().st_size > 0
+    assert (out / "pass_at_1.png").stat().st_size > 0

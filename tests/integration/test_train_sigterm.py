@@ -5,10 +5,10 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from process_helpers import signal_at_line
 
 from nous_ray.driver.checkpoint import CHECKPOINT_DONE, latest_checkpoint
 
@@ -27,20 +27,7 @@ def _train(run_dir, *extra):
 
 def test_sigterm_writes_a_complete_checkpoint_and_the_same_command_resumes(tmp_path):
     proc = _train(tmp_path, "trainer.steps=1000")
-    lines = []
-    t0 = time.monotonic()
-    try:
-        for line in proc.stdout:
-            lines.append(line.rstrip())
-            if line.startswith("step    2/"):
-                proc.send_signal(signal.SIGTERM)
-                break
-            assert time.monotonic() - t0 < 600, "\n".join(lines[-20:])
-        out, _ = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    lines += out.splitlines()
+    lines = signal_at_line(proc, proc.stdout, "step    2/", lambda: proc.send_signal(signal.SIGTERM))
     assert proc.returncode == 0, "\n".join(lines[-30:])
     assert any(line.startswith("stop requested") for line in lines)
     ckpt = latest_checkpoint(tmp_path)
