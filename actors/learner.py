@@ -37,7 +37,6 @@ class LearnerActor:
         torch.set_num_threads(max(1, num_threads))
         self.trainer = None
         self._nccl = None
-        self._prepared = None
 
     def rendezvous(self) -> tuple[str, int]:
         """This node's IP and a port free on it (asked of rank 0 for MASTER_ADDR/PORT)."""
@@ -55,8 +54,8 @@ class LearnerActor:
                                      master_addr=master_addr, master_port=master_port)
         return rank
 
-    def train_step(self, samples, temperature: float = 1.0) -> dict:
-        return self.trainer.train_step(_resolve(samples), temperature)
+    def train_step(self, samples, temperature: float = 1.0, policy_version: Optional[int] = None) -> dict:
+        return self.trainer.train_step(_resolve(samples), temperature, policy_version)
 
     def sft_step(self, samples) -> dict:
         return self.trainer.sft_step(_resolve(samples))
@@ -76,49 +75,41 @@ class LearnerActor:
     def export_hf(self, out_dir: str) -> Optional[str]:
         return self.trainer.export_hf(out_dir)
 
+    # ---- weights to the rollout engines (logic in nous_ray.train.publish) ------------------
     def export_weight_buckets(self, bucket_mb: float) -> list:
-        """Every rank joins the gather; rank 0 returns one ObjectRef per bucket, the others []."""
-        from nous_ray.weight_sync import iter_buckets
+        """Object-store transport. Every rank joins the gathers; rank 0 puts one bucket at a time
+        into the object store and returns the refs, the others []."""
+        from nous_ray.train.publish import put_weights
         from nous_ray.weight_sync.buckets import bucket_bytes_from_mb
 
-        named = self.trainer.full_weights()
-        if not named:
-            return []
-        # One bucket at a time into the object store: the host holds the full weights plus one
-        # bucket, not two full copies.
-        return [ray.put(b) for b in iter_buckets(named, bucket_bytes_from_mb(bucket_mb))]
+        return put_weights(self.trainer, bucket_bytes_from_mb(bucket_mb))
 
-    # ---- NCCL transport (GPU): rank 0 broadcasts to the rollout workers ------------------
+    def weight_payload(self, bucket_mb: float, tensor_parallel_size: int):
+        """What a NCCL receiver needs before the bytes (names, shapes and dtypes; no gathering)."""
+        from nous_ray.train.publish import receiver_payload
+        from nous_ray.weight_sync.buckets import bucket_bytes_from_mb
+
+        return receiver_payload(self.trainer, bucket_bytes_from_mb(bucket_mb), tensor_parallel_size)
+
     def join_weight_group(self, host: str, port: int, world_size: int) -> None:
-        """Rank 0 joins the broadcast group as its rank 0 (blocks until every worker joined)."""
+        """Rank 0 joins the broadcast group as its rank 0 (blocks until every engine joined)."""
         if self.trainer.rank != 0:
             return
         import torch
 
-        from nous_ray.weight_sync.nccl import WeightBroadcastGroup
+        from nous_ray.weight_sync.nccl import open_group
 
-        self._nccl = WeightBroadcastGroup(host, port, 0, world_size, torch.cuda.current_device())
+        old, self._nccl = self._nccl, None
+        if old is not None:
+            old.destroy()
+        self._nccl = open_group(host, port, 0, world_size, torch.cuda.current_device())
 
-    def prepare_weight_broadcast(self, bucket_mb: float) -> list:
-        """Every rank joins the gather; rank 0 packs the buckets on its GPU and returns their tables
-        (the receivers need them before the bytes arrive)."""
-        import torch
+    def broadcast_weights(self, bucket_mb: float, tensor_parallel_size: int) -> dict:
+        """NCCL transport: every rank joins the gathers, rank 0 broadcasts as it goes."""
+        from nous_ray.train.publish import broadcast_weights
+        from nous_ray.weight_sync.buckets import bucket_bytes_from_mb
 
-        from nous_ray.weight_sync.buckets import bucket_bytes_from_mb, pack_buckets
-
-        named = self.trainer.full_weights()
-        if not named:
-            return []
-        self._prepared = pack_buckets(named, bucket_bytes_from_mb(bucket_mb), device=torch.device("cuda"))
-        return [b.meta() for b in self._prepared]
-
-    def send_prepared_weights(self) -> int:
-        """Rank 0 broadcasts the prepared buckets; returns how many were sent."""
-        if self.trainer.rank != 0:
-            return 0
-        buckets, self._prepared = self._prepared, None
-        self._nccl.send(buckets)
-        return len(buckets)
+        return broadcast_weights(self.trainer, self._nccl, bucket_bytes_from_mb(bucket_mb), tensor_parallel_size)
 
     def full_state(self, with_optimizer: bool = False) -> tuple[dict, dict]:
         """(HF-named weights, optimizer state) unsharded on rank 0; ({}, {}) elsewhere. For tests."""
@@ -127,7 +118,8 @@ class LearnerActor:
         return weights, optim
 
     def step_count(self) -> int:
-        return self.trainer.step
+        """Optimizer steps done (``learner.minibatches`` per training step)."""
+        return self.trainer.optimizer_step
 
     def close(self) -> None:
         if self.trainer is not None:
@@ -185,8 +177,8 @@ class LearnerGroup:
             return samples
         return ray.put(list(samples))
 
-    def train_step(self, samples, temperature: float = 1.0) -> dict:
-        return self._all("train_step", self._batch(samples), temperature)
+    def train_step(self, samples, temperature: float = 1.0, policy_version: Optional[int] = None) -> dict:
+        return self._all("train_step", self._batch(samples), temperature, policy_version)
 
     def sft_step(self, samples) -> dict:
         return self._all("sft_step", self._batch(samples))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Optional
 
 import ray
 
@@ -65,14 +65,15 @@ class RolloutPool:
     async def update_weights(self, i: int, version: int, buckets: list, reset: bool = False) -> None:
         await _wait(self.workers[i].update_weights.remote(version, buckets, reset))
 
-    def replace(self, i: int) -> None:
-        """Start a fresh worker in place of worker ``i`` (which died); blocks until it is ready."""
+    async def replace(self, i: int) -> None:
+        """Start a fresh worker in place of worker ``i`` (which died); done once it is ready. Its bundle
+        may have to wait for a node (one lost with the old worker): this waits as long as Ray does."""
         try:
             ray.kill(self.workers[i])
         except Exception:
             pass
         self.workers[i] = self._start(i)
-        ray.get(self.workers[i].ready.remote())
+        await _wait(self.workers[i].ready.remote())
 
     def shutdown(self) -> None:
         for w in self.workers:
@@ -86,16 +87,33 @@ class VerifierPool:
     def __init__(self, cfg: Config, placement=None):
         self.actors = create_verifiers(cfg.verifier, placement)
         self._in_flight = [0] * len(self.actors)
+        self._calls: set = set()  # ObjectRefs of calls not answered yet (a caller may have stopped waiting)
 
     async def verify_group(self, problem: Problem, completions: list[str]) -> list[dict]:
         i = min(range(len(self.actors)), key=self._in_flight.__getitem__)
         self._in_flight[i] += 1
+        ref = self.actors[i].verify_group.remote(problem, completions)
+        self._calls.add(ref)
         try:
-            return await _wait(self.actors[i].verify_group.remote(problem, completions))
+            verdicts = await _wait(ref)
+        except asyncio.CancelledError:
+            raise  # the caller stopped waiting; the call runs on in the actor, and shutdown lets it finish
+        except BaseException:
+            self._calls.discard(ref)
+            raise
         finally:
             self._in_flight[i] -= 1
+        self._calls.discard(ref)
+        return verdicts
 
-    def shutdown(self) -> None:
+    def shutdown(self, grace_s: float = 10.0) -> None:
+        """Let calls still running finish (at most ``grace_s``), then kill the actors. Killed mid-call,
+        an actor that Ray restarts and retries for (``max_task_retries=-1``) reports every such call as
+        failed on the console of whoever started the run."""
+        running = list(self._calls)
+        if running:
+            ray.wait(running, num_returns=len(running), timeout=grace_s)
+        self._calls.clear()
         for a in self.actors:
             ray.kill(a)
         self.actors = []
@@ -115,9 +133,10 @@ class AsyncLearner:
         results = await asyncio.gather(*(_wait(r) for r in self.group.submit(method, *args)))
         return results[0]
 
-    async def train_step(self, samples: list[Sample], temperature: float = 1.0) -> dict:
+    async def train_step(self, samples: list[Sample], temperature: float = 1.0,
+                         policy_version: Optional[int] = None) -> dict:
         # The engine's log-probs are of the tempered distribution; the learner's must be too.
-        return await self._all("train_step", ray.put(list(samples)), temperature)
+        return await self._all("train_step", ray.put(list(samples)), temperature, policy_version)
 
     async def sft_step(self, samples: list[Sample]) -> dict:
         return await self._all("sft_step", ray.put(list(samples)))
@@ -149,16 +168,23 @@ class WeightSync:
     """Publishes the learner's weights to the rollout workers over the configured transport.
 
     ``object_store`` (CPU and the default): rank 0 puts the buckets into Ray's object store once and
-    each worker loads them with one call. ``nccl`` (GPU): learner rank 0 and the workers form one
-    broadcast group; the bucket tables travel through Ray, the bytes over NCCL. A worker that
-    restarts loads through the object store, and the NCCL group is rebuilt before the next publish
-    (its membership changed).
+    each worker loads them with one call, fetching bucket by bucket as its engine loads; a version
+    still queued on a worker when the next arrives is dropped there. ``nccl`` (GPU): learner rank 0
+    and every engine GPU form one broadcast group; the receivers learn the bucket tables (or vLLM's
+    ``update_info``) once, then each publish is a single stream: the learner gathers layer by layer
+    and broadcasts as it goes while every engine loads each bucket as it arrives, after its running
+    requests have finished. Publishes therefore wait for the engines' drains, and one runs at a time.
+    A worker that restarts loads through the object store when it has one GPU; otherwise the group
+    is rebuilt (its membership changed) and everyone receives the current weights again.
     """
 
     def __init__(self, cfg: Config, learner: "AsyncLearner", rollout: RolloutPool):
         self.cfg, self.learner, self.rollout = cfg, learner, rollout
         self.transport = cfg.weight_sync.transport
+        self.tp = cfg.rollout.tensor_parallel_size
         self._group_members: list | None = None  # the workers the NCCL group was built with
+        self._payload = None  # what receivers need before the bytes; fixed for a model
+        self._round = asyncio.Lock()  # one NCCL broadcast at a time
 
     async def publish(self, version: int, reset: bool = False) -> dict[int, asyncio.Future]:
         """Send the weights as ``version``; returns, per worker, a future that completes once that
@@ -171,23 +197,36 @@ class WeightSync:
 
     async def sync_one(self, i: int, version: int) -> None:
         """Worker ``i`` (just restarted) loads the current weights."""
+        if self.transport == "nccl" and self.tp > 1:
+            done = await self._publish_nccl(version, True)
+            await done[i]
+            return
         buckets = await self.learner.export_weight_buckets()
         await self.rollout.update_weights(i, version, buckets, True)
 
     async def _publish_nccl(self, version: int, reset: bool) -> dict[int, asyncio.Future]:
-        workers = list(self.rollout.workers)
-        if self._group_members != workers:
-            await self._join_nccl(workers)
-        metas = await self.learner._all("prepare_weight_broadcast", self.cfg.weight_sync.bucket_mb)
-        done = {i: asyncio.ensure_future(_wait(w.update_weights_nccl.remote(version, metas, reset)))
-                for i, w in enumerate(workers)}
-        await self.learner._all("send_prepared_weights")
-        return done
+        bucket_mb = self.cfg.weight_sync.bucket_mb
+        async with self._round:
+            workers = list(self.rollout.workers)
+            if self._group_members != workers:
+                await self._join_nccl(workers)
+            if self._payload is None:
+                self._payload = await self.learner._all("weight_payload", bucket_mb, self.tp)
+            done = {i: asyncio.ensure_future(_wait(w.update_weights_nccl.remote(version, self._payload, reset)))
+                    for i, w in enumerate(workers)}
+            # Returns once the last bucket has left rank 0; the engines load as the buckets arrive.
+            await self.learner._all("broadcast_weights", bucket_mb, self.tp)
+            return done
 
     async def _join_nccl(self, workers: list) -> None:
+        from nous_ray.weight_sync.buckets import bucket_bytes_from_mb
+        from nous_ray.weight_sync.nccl import first_rank
+
         host, port = await _wait(self.learner.group.actors[0].rendezvous.remote())
-        world = 1 + len(workers)
-        joins = [_wait(w.join_weight_group.remote(host, port, r + 1, world)) for r, w in enumerate(workers)]
+        world = 1 + len(workers) * self.tp
+        bucket_bytes = bucket_bytes_from_mb(self.cfg.weight_sync.bucket_mb)
+        joins = [_wait(w.join_weight_group.remote(host, port, first_rank(r, self.tp), world, bucket_bytes))
+                 for r, w in enumerate(workers)]
         await asyncio.gather(self.learner._all("join_weight_group", host, port, world), *joins)
         self._group_members = workers
 

@@ -33,9 +33,6 @@ def rollout_actor_options(cfg: RolloutConfig) -> dict[str, Any]:
         )
     env = {k: os.environ[k] for k in _PASS_THROUGH_ENV if k in os.environ}
     env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-    if cfg.tensor_parallel_size > 1:
-        # With several workers vLLM pickles our collective_rpc function and buckets to them.
-        env["VLLM_ALLOW_INSECURE_SERIALIZATION"] = "1"
     if not cfg.gpus_per_worker:
         # Several actors share few cores; one OpenMP thread each keeps them from thrashing.
         env["OMP_NUM_THREADS"] = "1"
@@ -58,6 +55,7 @@ class RolloutWorker:
         self._stream = None
         self._starting: asyncio.Lock | None = None
         self._nccl = None
+        self._tp = cfg.tensor_parallel_size
 
     async def _engine(self):
         # Built on the actor's event loop thread, where every later engine call runs.
@@ -102,30 +100,68 @@ class RolloutWorker:
         """Log-probs of ``response_ids`` after ``prompt_ids`` under the loaded weights (temperature 1)."""
         return await (await self._engine()).score(prompt_ids, response_ids)
 
-    async def update_weights(self, version: int, bucket_refs: list, reset: bool = False) -> int:
-        """Load the buckets (``ObjectRef``s of :class:`~nous_ray.weight_sync.buckets.Bucket`, or the
-        buckets themselves) in place and record ``version``. Returns the number of tensors loaded."""
+    async def update_weights(self, version: int, bucket_refs: list, reset: bool = False) -> dict:
+        """Object-store transport: load the buckets (``ObjectRef``s of
+        :class:`~nous_ray.weight_sync.buckets.Bucket`, or buckets) in place as ``version``, fetching
+        each as the engine loads it. Dropped, never fetched, if a later update arrives while this one
+        waits for the running requests. Returns the update's summary with ``peak_held_bytes`` (bucket
+        bytes alive at once) and ``largest_bucket_bytes``."""
+        from nous_ray.rollout.weights import load_from_store
+        from nous_ray.weight_sync.object_store import HeldBytes
+
         s = await self._engine()
-        buckets = [await r if isinstance(r, ray.ObjectRef) else r for r in bucket_refs]
-        return await s.update_weights(version, buckets, reset=reset)
+        held = HeldBytes()
+        out = await s.update_weights(version, lambda engine: load_from_store(engine, bucket_refs, held), reset=reset)
+        return {**out, "peak_held_bytes": held.peak, "largest_bucket_bytes": held.largest}
 
     # ---- NCCL transport (GPU only) -------------------------------------------------------
-    async def join_weight_group(self, host: str, port: int, rank: int, world_size: int) -> None:
-        """Join the learner's broadcast group as ``rank`` (>= 1); blocks until all have joined."""
-        from nous_ray.weight_sync.nccl import WeightBroadcastGroup
+    async def join_weight_group(self, host: str, port: int, first_rank: int, world_size: int,
+                                bucket_bytes: int) -> None:
+        """Join learner rank 0's broadcast group at ranks ``first_rank ..`` (one per GPU of the
+        engine); blocks until every member has joined. A one-GPU engine joins with a communicator of
+        its own; an engine of several GPUs through vLLM's weight transfer (each worker joins)."""
+        from nous_ray.weight_sync.nccl import open_group, vllm_init_info
 
-        await self._engine()
-        self._nccl = await asyncio.to_thread(WeightBroadcastGroup, host, port, rank, world_size, 0)
+        s = await self._engine()
+        if self._tp == 1:
+            import torch
 
-    async def update_weights_nccl(self, version: int, metas: list, reset: bool = False) -> int:
-        """Receive the buckets described by ``metas`` from learner rank 0, then load them."""
+            old, self._nccl = self._nccl, None
+            if old is not None:
+                old.destroy()
+            self._nccl = await asyncio.to_thread(open_group, host, port, first_rank, world_size,
+                                                 torch.cuda.current_device())
+        else:
+            from nous_ray.rollout.weights import join_weight_transfer
+
+            info, rejoin = vllm_init_info(host, port, first_rank, world_size, bucket_bytes), self._nccl is not None
+            self._nccl = None
+            await s.run_idle(lambda engine: join_weight_transfer(engine, info, rejoin))
+            self._nccl = "vllm"  # the group lives in vLLM's workers
+
+    async def update_weights_nccl(self, version: int, payload, reset: bool = False) -> dict:
+        """Receive learner rank 0's broadcast and load it as ``version``, bucket by bucket as it
+        arrives (after the running requests finish). ``payload``: the bucket tables
+        (``plan_buckets``) for a one-GPU engine, vLLM's ``update_info`` for a larger one. Never
+        dropped: the sender is already broadcasting to every member of the group."""
         if self._nccl is None:
             raise RuntimeError("update_weights_nccl: call join_weight_group first")
         s = await self._engine()
-        # Receive at once (the learner's broadcast waits for every worker) into buffers of our
-        # own; loading them into the engine then waits for the running requests to finish.
-        buckets = self._nccl.receive(metas)
-        return await s.update_weights(version, buckets, reset=reset)
+        if self._tp > 1:
+            from nous_ray.rollout.weights import receive_weight_transfer
+
+            return await s.update_weights(version, lambda engine: receive_weight_transfer(engine, payload),
+                                          reset=reset, droppable=False)
+        import torch
+
+        from nous_ray.rollout.weights import load_broadcast
+        from nous_ray.weight_sync.buckets import bucket_nbytes
+        from nous_ray.weight_sync.nccl import BucketBuffers
+
+        buffers = BucketBuffers(max(bucket_nbytes(t) for t in payload), torch.device("cuda", torch.cuda.current_device()))
+        out = await s.update_weights(version, lambda engine: load_broadcast(engine, self._nccl, payload, buffers),
+                                     reset=reset, droppable=False)
+        return {**out, "buffer_bytes": buffers.allocated_bytes, "replaced_buffers": buffers.replaced}
 
 
 def make_rollout_workers(cfg: Config, model_path: str, scheduling_strategies: list | None = None) -> list:

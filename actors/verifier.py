@@ -35,6 +35,13 @@ class VerifierActor:
         self.calls += 1
         return [r.to_dict() for r in results]
 
+    async def check(self) -> None:
+        """The backend's start-up check, from this actor's node and environment (Modal: one call of
+        the deployed function; raises with the fix). Nothing to check for the local sandbox."""
+        check = getattr(self.backend, "acheck", None)
+        if check is not None:
+            await check()
+
     def pid(self) -> int:
         return os.getpid()
 

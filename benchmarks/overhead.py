@@ -152,7 +152,7 @@ class BareLearner:
             lp = picked.log_softmax(-1).gather(2, tgt[..., None]).squeeze(-1) * mask
             adv = torch.tensor([s.advantage for s in ss])
             n_tok = int(mask.sum())
-            loss, _ = policy_loss("dapo", lp, beh, adv, mask, None, None, None, num_tokens=n_tok,
+            loss, _ = policy_loss("dapo", lp, beh, adv, mask, num_tokens=n_tok,
                                   num_sequences=len(ss))
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.learner.optim.grad_clip)

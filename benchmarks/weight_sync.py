@@ -1,14 +1,19 @@
 """Weight sync, object-store transport: seconds and GB/s per sync of a ~100M-parameter Qwen3.
 
 A sync = pack the learner's state dict into buckets and ``ray.put`` each (``BucketPublisher``:
-one reused staging buffer) + one ``update_weights`` call on a real rollout worker (vLLM engine, in-place reload, tied head
-re-packed, prefix cache reset). Baseline, measured in the same run on the same bytes: ``ray.put``
-of the buckets + ``ray.get`` of them in a bare actor (the cost of moving the bytes alone). A third
-figure sends one object per parameter (no bucketing) to the same worker, the pattern that makes
-today's syncs slow. Timings are medians over ``--repeats`` syncs after one warm-up.
+one reused staging buffer) + one ``update_weights`` call on a real rollout worker (vLLM engine,
+in-place reload as the buckets are fetched, tied head re-packed, prefix cache reset). Baseline,
+measured in the same run on the same bytes: ``ray.put`` of the buckets + ``ray.get`` of them in a
+bare actor (the cost of moving the bytes alone). A third figure sends one object per parameter (no
+bucketing) to the same worker, the pattern that makes today's syncs slow. The worker reports the
+bucket bytes it held at once during a load (``peak_held``; two buckets at most).
+
+``--learner``: the learner's side as well, a 2-rank FSDP2 group (gloo) of the same model publishing
+its weights (``export_weight_buckets``: gather + put), the path every training step takes.
+Timings are medians over ``--repeats`` syncs after one warm-up.
 
     .venv/bin/python benchmarks/weight_sync.py                  # ~96M parameters, float32
-    .venv/bin/python benchmarks/weight_sync.py --bucket-mb 64 --repeats 5
+    .venv/bin/python benchmarks/weight_sync.py --bucket-mb 64 --repeats 5 --learner
 """
 
 from __future__ import annotations
@@ -64,6 +69,7 @@ def main() -> None:
     ap.add_argument("--bucket-mb", type=float, default=256)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip-per-param", action="store_true")
+    ap.add_argument("--learner", action="store_true", help="also time a 2-rank learner group's publish")
     args = ap.parse_args()
 
     import ray
@@ -75,7 +81,7 @@ def main() -> None:
     from nous_ray.weight_sync.object_store import BucketPublisher
 
     torch.set_num_threads(1)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}})
 
     @ray.remote(num_cpus=0.5)
@@ -104,7 +110,15 @@ def main() -> None:
         bucket_bytes = bucket_bytes_from_mb(args.bucket_mb)
         publisher = BucketPublisher(bucket_bytes)
         rows: dict[str, list[float]] = {k: [] for k in
-                                        ("publish", "load", "sync", "baseline", "per_param")}
+                                        ("publish", "load", "sync", "baseline", "per_param", "learner")}
+        held: list[int] = []
+        learner = None
+        if args.learner:
+            from actors.learner import LearnerGroup
+            from nous_ray.config import AlgoConfig, LearnerConfig
+
+            learner = LearnerGroup(str(Path(tmp) / "model"), LearnerConfig(num_ranks=2, cpus_per_rank=0.5),
+                                   AlgoConfig())
         version = 0
         for rep in range(args.repeats + 1):
             with torch.no_grad():  # a "training step", so every sync carries new values
@@ -114,9 +128,12 @@ def main() -> None:
             refs = publisher.publish(state())
             t2 = time.perf_counter()
             version += 1
-            ray.get(worker.update_weights.remote(version, refs))
+            out = ray.get(worker.update_weights.remote(version, refs))
             t3 = time.perf_counter()
             n_buckets = len(refs)
+            if isinstance(out, dict) and "peak_held_bytes" in out:
+                held.append(out["peak_held_bytes"])
+                largest = out["largest_bucket_bytes"]
             del refs
             buckets = pack_buckets(state(), bucket_bytes)
             # Baseline: the same bytes, put and fetched by a bare actor.
@@ -130,15 +147,21 @@ def main() -> None:
             if not args.skip_per_param:
                 # One object per parameter, each a one-tensor bucket: no bucketing.
                 t6 = time.perf_counter()
-                refs = [ray.put(b) for b in pack_buckets(state(), 1)]
+                refs = [ray.put(pack_buckets([(k, v)], 1)[0]) for k, v in state()]
                 version += 1
                 ray.get(worker.update_weights.remote(version, refs))
                 per_param = time.perf_counter() - t6
                 del refs
+            learner_s = float("nan")
+            if learner is not None:
+                t7 = time.perf_counter()
+                refs = learner.export_weight_buckets(args.bucket_mb)
+                learner_s = time.perf_counter() - t7
+                del refs
             if rep == 0:
                 continue  # warm-up
             for k, v in (("publish", t2 - t0), ("load", t3 - t2), ("sync", t3 - t0),
-                         ("baseline", t5 - t4), ("per_param", per_param)):
+                         ("baseline", t5 - t4), ("per_param", per_param), ("learner", learner_s)):
                 rows[k].append(v)
 
         med = {k: statistics.median(v) for k, v in rows.items()}
@@ -153,6 +176,9 @@ def main() -> None:
             "per_param_sync_s": round(med["per_param"], 3),
             "per_param_over_bucketed": round(med["per_param"] / med["sync"], 2),
             "repeats": args.repeats,
+            "peak_held_MB": round(max(held) / 2**20, 1) if held else None,
+            "peak_held_over_largest_bucket": round(max(held) / largest, 2) if held else None,
+            "learner_publish_s": round(med["learner"], 3) if learner is not None else None,
         }
         print(f"{n_params / 1e6:.1f}M params, {gb:.3f} GB float32, buckets of {args.bucket_mb:g} MB "
               f"(median of {args.repeats})")
@@ -163,6 +189,13 @@ def main() -> None:
         if not args.skip_per_param:
             print(f"  one object per parameter: {med['per_param']:.3f} s "
                   f"({med['per_param'] / med['sync']:.2f}x the bucketed sync)")
+        if held:
+            print(f"  worker held at most {max(held) / 2**20:.1f} MB of buckets at once = "
+                  f"{max(held) / largest:.2f}x the largest bucket ({largest / 2**20:.1f} MB; a layer is never split); "
+                  f"the version is {nbytes / 2**20:.0f} MB in {n_buckets} buckets")
+        if learner is not None:
+            print(f"  2-rank learner publish (gather + put) {med['learner']:.3f} s  {gb / med['learner']:.2f} GB/s")
+            learner.shutdown()
         print(json.dumps(result))
         ray.kill(worker)
     ray.shutdown()

@@ -3,7 +3,9 @@
 LiveCodeBench v6 pass@1 by default (``eval.*`` in the config: 454 problems dated 2024-08-01 ..
 2025-05-01, 16 samples each at temperature 0.6 / top_p 0.95, up to 81,920 response tokens with
 YaRN factor 2.0 over 40,960 positions). Generation runs on vLLM rollout workers across the Ray
-cluster, verification on the training verifier. Writes to ``--out`` (default ``eval.out_dir``):
+cluster, verification on the training verifier. Writes to ``--out DIR`` (default ``eval.out_dir``; for
+a training checkpoint ``<run_dir>/eval_standalone/step_N``, beside the run's periodic evaluations in
+``<run_dir>/eval/step_N``, which are made with the training engines' settings):
 
 - ``results.jsonl``: one line per sample (problem id, sample index, verdict, reward, response tokens,
   finish reason, completion text), a problem at a time;
@@ -11,8 +13,9 @@ cluster, verification on the training verifier. Writes to ``--out`` (default ``e
   truncation rate, mean response length, verdict counts (infra errors counted, outside the means);
 - ``pass_at_1.png``: pass@1 by difficulty (and by step, for a training run with periodic evals);
 
-and prints a table. Interrupted? Run the same command again: finished problems are kept, not
-generated again (``--fresh`` starts over).
+and prints a table. Interrupted (Ctrl-C prints one line and exits 130)? Run the same command again:
+finished problems are kept, not generated again (``--fresh`` starts over). Results made with other
+settings (model, sampling, limits) are never mixed in: the command stops before any engine starts.
 
 ``--model`` is one of:
 - ``tiny``: the bundled tiny model (random weights, built from ``model.tiny_*``);
@@ -55,7 +58,7 @@ def parse_args(argv):
                    "checkpoint <run_dir>/checkpoints/step_N")
     p.add_argument("--config", default=None, help="YAML config (default: configs/tiny.yaml)")
     p.add_argument("--out", default=None, help="output folder (default: eval.out_dir, else "
-                   "<run_dir>/eval/step_N for a checkpoint, else runs/eval/<model name>)")
+                   "<run_dir>/eval_standalone/step_N for a checkpoint, else runs/eval/<model name>)")
     p.add_argument("--run-dir", default=None, help="a training run whose metrics.jsonl eval/pass@1 "
                    "entries are plotted by step (found automatically for a checkpoint)")
     p.add_argument("--fresh", action="store_true", help="discard earlier results in the output folder")
@@ -68,11 +71,17 @@ def is_checkpoint(path: Path) -> bool:
     return (path / CHECKPOINT_DONE).exists() and (path / "learner").is_dir()
 
 
-def default_out_dir(cfg: Config, model_arg: str, ckpt: Path | None) -> Path:
+STANDALONE_DIR = "eval_standalone"  # in a run dir; "eval" holds the periodic evaluations of training
+
+
+def out_dir(out: str | None, cfg: Config, model_arg: str, ckpt: Path | None) -> Path:
+    """``--out``, else ``eval.out_dir``, else a default named after the model or checkpoint."""
+    if out:
+        return Path(out)
     if cfg.eval.out_dir:
         return Path(cfg.eval.out_dir)
     if ckpt is not None:
-        return ckpt.parent.parent / "eval" / ckpt.name
+        return ckpt.parent.parent / STANDALONE_DIR / ckpt.name
     return Path("runs") / "eval" / (Path(model_arg.rstrip("/")).name or "model")
 
 
@@ -141,11 +150,12 @@ def main(argv=None) -> int:
         select_problems,
     )
     from nous_ray.eval.records import finished_problems
+    from nous_ray.eval.runner import check_resumable
     from nous_ray.models.tiny import build_tiny_model_dir
 
     model_arg = args.model
     ckpt = Path(model_arg) if is_checkpoint(Path(model_arg)) else None
-    out = default_out_dir(cfg, model_arg, ckpt)
+    out = out_dir(args.out, cfg, model_arg, ckpt)
     out.mkdir(parents=True, exist_ok=True)
     run_dir = Path(args.run_dir) if args.run_dir else (ckpt.parent.parent if ckpt is not None else None)
 
@@ -161,7 +171,8 @@ def main(argv=None) -> int:
         if model_arg == "tiny":
             model_path = str(build_tiny_model_dir(cfg.model, out / "tiny_model"))
         elif ckpt is not None:
-            ray = start_ray(cfg.run.ray_address, dashboard=False)
+            if not (ckpt / "hf" / "config.json").exists():  # exported once, by the learner ranks
+                ray = start_ray(cfg.run.ray_address, dashboard=False)
             model_path = str(export_checkpoint(ckpt, cfg))
         else:
             if Path(model_arg).is_dir() and not (Path(model_arg) / "config.json").exists():
@@ -176,9 +187,11 @@ def main(argv=None) -> int:
         eng = long_context_settings(cfg.eval, max(len(p) for p in prompt_ids), rope)
         for note in eng.notes:
             print(f"eval: {note}", file=sys.stderr, flush=True)
+        if not args.fresh:  # before "already done" or any engine: results made otherwise are never reused
+            check_resumable(cfg, out, model=model_path, engine=eng.to_dict())
         print(f"eval: model {model_path} | {len(problems)} problems | {cfg.eval.n_samples} samples each | "
-              f"max_tokens {cfg.eval.max_tokens} | max_model_len {eng.max_model_len} | out {out}",
-              file=sys.stderr, flush=True)
+              f"max_tokens {cfg.eval.max_tokens} (at most max_model_len minus the prompt) | "
+              f"max_model_len {eng.max_model_len} | out {out}", file=sys.stderr, flush=True)
 
         rollout = verifiers = None
         info = {"engine_notes": eng.notes, "engine_reported": None}
@@ -200,13 +213,18 @@ def main(argv=None) -> int:
             info["engine_reported"] = engine_report(rollout)
         else:
             print("eval: every problem is already in results.jsonl; no engine started", file=sys.stderr, flush=True)
-        try:
-            summary = asyncio.run(evaluate(cfg, problems, prompt_ids, rollout, verifiers, out, model=model_path,
-                                           engine=eng.to_dict(), info=info, fresh=args.fresh,
-                                           progress=not args.no_progress, plot=False))
-        except EvalResumeError as e:
-            print(f"eval: {e}", file=sys.stderr)
-            return 2
+        summary = asyncio.run(evaluate(cfg, problems, prompt_ids, rollout, verifiers, out, model=model_path,
+                                       max_model_len=eng.max_model_len,
+                                       engine=eng.to_dict(), info=info, fresh=args.fresh,
+                                       progress=not args.no_progress, plot=False))
+    except EvalResumeError as e:
+        print(f"eval: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # Ctrl-C: what is recorded stays, and the same command resumes from it
+        done = len({p.id for p in problems} & finished_problems(out, cfg.eval.n_samples))
+        print(f"eval: interrupted; {done} of {len(problems)} problems are complete in {out / 'results.jsonl'}; "
+              f"run the same command to resume", file=sys.stderr, flush=True)
+        return 130
     finally:
         for part in reversed(pools):
             getattr(part, "shutdown", getattr(part, "remove", lambda: None))()

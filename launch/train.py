@@ -3,8 +3,17 @@
 Joins the Ray cluster it runs in (``ray job submit`` sets RAY_ADDRESS), else starts a local one;
 places rollout workers, verifiers and learners; runs the asynchronous driver; prints one line per
 step and a final summary. Metrics: ``<run_dir>/metrics.jsonl``, TensorBoard in ``<run_dir>/tb``, and
-the Ray dashboard. Ctrl-C (or ``ray job stop``) writes a checkpoint before exiting; running the same
-command again resumes from it (``trainer.resume=auto``).
+the Ray dashboard. Ctrl-C (or ``ray job stop``: SIGTERM) writes a checkpoint before exiting; running
+the same command again resumes from it (``trainer.resume=auto``).
+
+Start-up checks stop a run that could not reach step 1 with one line that names the problem and the
+fix (exit code 2). Before Ray starts: the model and data at their local paths (fetched before the job
+by ``launch/prefetch.py``); every row of the training (and periodic evaluation) data, and every
+prompt's room in ``rollout.max_model_len``; the checkpoint ``trainer.resume`` would resume from; on a
+local cluster, that the placement fits this machine. Then, before any engine or learner rank starts:
+the placement on the cluster, the model on every worker's node, a run directory every learner rank's
+node shares with the driver, the verifier (Modal: one call of the deployed judge from every verifier
+actor).
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -23,7 +33,20 @@ from nous_ray.env import apply_stack_env, setup_logging, start_ray  # noqa: E402
 
 apply_stack_env()
 
+from actors.placement import PlacementError  # noqa: E402
 from nous_ray.config import Config, ConfigError, load_config, save_config  # noqa: E402
+from nous_ray.driver.checkpoint import ResumeError, find_resume_point  # noqa: E402
+from nous_ray.inputs import (  # noqa: E402
+    BadInputs,
+    MissingInputs,
+    check_prompt_room,
+    load_eval_problems,
+    load_train_problems,
+    prefetch_command,
+    require_inputs,
+)
+from nous_ray.run_storage import RunDirError, resolve_run_dir  # noqa: E402
+from nous_ray.verify.modal_client import ModalUnavailable  # noqa: E402
 
 
 def parse_args(argv):
@@ -33,17 +56,21 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def prepare_inputs(cfg: Config, model_path: str):
-    """Problems, their prompt token ids, and the supervised warm-start examples."""
+def prepare_inputs(cfg: Config, tokenizer: str):
+    """Problems, their prompt token ids, and the supervised warm-start examples; :class:`BadInputs` for
+    data that cannot be trained on (a malformed row, no problems, a prompt with no room for a response).
+    With ``data.skip_malformed`` the loaders log each row they leave out, and the count."""
+    problems, _ = load_train_problems(cfg)  # before transformers loads: a bad row fails in a second
     from transformers import AutoTokenizer
 
-    from nous_ray.data import build_messages, load_problems, render_prompt
+    from nous_ray.data import build_messages, render_prompt
     from nous_ray.samples import Sample
 
-    tok = AutoTokenizer.from_pretrained(model_path)
-    problems = load_problems(cfg.data.train, cfg.data.train_path, cfg.data.train_subsets, cfg.data.max_problems)
+    tok = AutoTokenizer.from_pretrained(tokenizer)
     prompt_ids = [tok(render_prompt(tok, build_messages(p, cfg.data.prompt_format)), add_special_tokens=False)
                   ["input_ids"] for p in problems]
+    check_prompt_room(problems, prompt_ids, cfg.rollout.max_model_len, f"data.train={cfg.data.train}"
+                      + (f" ({cfg.data.train_path})" if cfg.data.train_path else ""))
     sft = []
     if cfg.init.sft_steps > 0:
         for k, p in enumerate(problems):
@@ -54,8 +81,46 @@ def prepare_inputs(cfg: Config, model_path: str):
     return problems, prompt_ids, sft
 
 
+def prepare_eval_set(cfg: Config, tokenizer: str):
+    """The periodic evaluation's problems and prompt ids (None without ``eval.every_steps``); the
+    prompts must fit the training engines, which the evaluation runs on."""
+    if not cfg.eval.every_steps:
+        return None
+    problems = load_eval_problems(cfg)
+    from transformers import AutoTokenizer
+
+    from nous_ray.eval import encode_prompts, prompt_style
+
+    ids = encode_prompts(AutoTokenizer.from_pretrained(tokenizer), problems, prompt_style(cfg),
+                         cfg.eval.enable_thinking)
+    check_prompt_room(problems, ids, cfg.rollout.max_model_len, f"eval.dataset={cfg.eval.dataset} (periodic "
+                      f"evaluation{', ' + cfg.eval.path if cfg.eval.path else ''})")
+    return problems, ids
+
+
+def check_local_placement(cfg: Config) -> None:
+    """Without a cluster to join, the placement must fit this machine (CPU-only requests; a GPU count
+    is Ray's to detect, and the placement is checked again once Ray runs)."""
+    import os
+
+    from actors.placement import check_fits, plan_placement
+    from nous_ray.env import local_num_cpus
+
+    if cfg.run.ray_address or os.environ.get("RAY_ADDRESS"):
+        return
+    requests = plan_placement(cfg)
+    if not any(q.total("GPU") for q in requests):
+        try:
+            check_fits(requests, [{"CPU": float(local_num_cpus())}])
+        except PlacementError as e:
+            raise PlacementError(f"{e}; this machine's local Ray cluster is all there is (no run.ray_address, "
+                                 f"no RAY_ADDRESS): ask for fewer workers or fewer CPUs each") from None
+
+
 def build_workers(cfg: Config, model_path: str, placement):
     """Rollout workers, verifiers and learners in their placement groups, and the weight sync."""
+    import ray
+
     from actors.pools import (
         make_learner_group,
         make_rollout_pool,
@@ -64,9 +129,17 @@ def build_workers(cfg: Config, model_path: str, placement):
     )
     from nous_ray.driver.workers import Workers
 
+    # Verifiers first: their start-up check (Modal credentials, the deployed judge) fails in seconds,
+    # before minutes of engine and learner start-up.
+    verifiers = make_verifier_pool(cfg, placement)
+    try:
+        ray.get([a.check.remote() for a in verifiers.actors])
+    except Exception:
+        verifiers.shutdown()
+        raise
     rollout = make_rollout_pool(cfg, model_path, placement)
     learner = make_learner_group(cfg, model_path, placement)
-    return Workers(rollout=rollout, verifiers=make_verifier_pool(cfg, placement), learner=learner,
+    return Workers(rollout=rollout, verifiers=verifiers, learner=learner,
                    sync=make_weight_sync(cfg, learner, rollout))
 
 
@@ -75,23 +148,15 @@ def shutdown_workers(workers) -> None:
         getattr(part, "shutdown", lambda: None)()
 
 
-def run(cfg: Config, run_dir: Path, workers, model_path: str, progress=print) -> dict:
-    """One training run on already-started workers; returns the summary (also in summary.json)."""
+def run(cfg: Config, run_dir: Path, workers, model_path: str, inputs, eval_set=None, progress=print) -> dict:
+    """One training run on already-started workers, with the inputs of :func:`prepare_inputs` and
+    :func:`prepare_eval_set`; returns the summary (also in summary.json)."""
     from nous_ray.driver.loop import Driver
 
     t0 = time.monotonic()
-    problems, prompt_ids, sft = prepare_inputs(cfg, model_path)
+    problems, prompt_ids, sft = inputs
     progress(f"run dir {run_dir} | model {model_path} | {len(problems)} problems | "
              f"loss {cfg.algo.loss} | {cfg.trainer.steps} steps")
-    eval_set = None
-    if cfg.eval.every_steps:
-        from transformers import AutoTokenizer
-
-        from nous_ray.eval import encode_prompts, prompt_style, select_problems
-
-        eval_problems = select_problems(cfg.eval)
-        tok = AutoTokenizer.from_pretrained(model_path)
-        eval_set = (eval_problems, encode_prompts(tok, eval_problems, prompt_style(cfg), cfg.eval.enable_thinking))
     driver = Driver(cfg, problems, prompt_ids, workers, run_dir, sft_examples=sft, progress=progress,
                     eval_set=eval_set)
     summary = asyncio.run(driver.run())
@@ -105,6 +170,19 @@ def run(cfg: Config, run_dir: Path, workers, model_path: str, progress=print) ->
     return summary
 
 
+STARTUP_ERRORS = (MissingInputs, BadInputs, ResumeError, PlacementError, RunDirError, ModalUnavailable)
+
+
+def startup_error(e: BaseException) -> BaseException | None:
+    """The start-up check failure behind ``e`` (raised here or inside an actor), else None."""
+    cause = getattr(e, "cause", None) or e  # a RayTaskError carries the actor's exception as .cause
+    return cause if isinstance(cause, STARTUP_ERRORS) else None
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM before the driver runs: unwind, shut the workers down
+
+
 def main(argv=None) -> int:
     setup_logging()
     args = parse_args(argv)
@@ -113,26 +191,45 @@ def main(argv=None) -> int:
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
-    run_dir = Path(cfg.run.run_dir)
-    if not run_dir.is_absolute():
-        run_dir = Path.cwd() / run_dir
+    fetch_command = prefetch_command(args.config, args.overrides)
+    from nous_ray.models.tiny import resolve_model_path, tokenizer_path
+
+    # Everything that can be checked without Ray is, before Ray starts: seconds, not a minute of
+    # actors starting up before a traceback.
+    try:
+        run_dir = resolve_run_dir(cfg.run.run_dir)
+        require_inputs(cfg, fetch_command)
+        find_resume_point(run_dir, cfg.trainer.resume)
+        check_local_placement(cfg)
+        inputs = prepare_inputs(cfg, tokenizer_path(cfg.model))
+        eval_set = prepare_eval_set(cfg, tokenizer_path(cfg.model))
+    except STARTUP_ERRORS as e:
+        print(f"start-up error: {e}", file=sys.stderr)
+        return 2
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
-
-    from actors.placement import Placement
-    from nous_ray.models.tiny import resolve_model_path
-
     model_path = resolve_model_path(cfg.model, run_dir)
+
+    from actors.node_check import check_nodes
+    from actors.placement import Placement
+
+    signal.signal(signal.SIGTERM, _interrupt)  # the driver installs its own (checkpoint, then exit)
     ray = start_ray(cfg.run.ray_address)
     print(f"TensorBoard: tensorboard --logdir {run_dir / 'tb'}", flush=True)
     placement = workers = None
     try:
         placement = Placement(cfg)
+        check_nodes(placement, run_dir, model_path, fetch_command)
         workers = build_workers(cfg, model_path, placement)
-        run(cfg, run_dir, workers, model_path, progress=lambda line: print(line, flush=True))
+        run(cfg, run_dir, workers, model_path, inputs, eval_set, progress=lambda line: print(line, flush=True))
     except KeyboardInterrupt:  # before the driver took over the signals: nothing trained, nothing to save
         print("interrupted while starting the workers; no step was trained", file=sys.stderr)
         return 130
+    except Exception as e:
+        if (cause := startup_error(e)) is None:
+            raise
+        print(f"start-up error: {cause}", file=sys.stderr)
+        return 2
     finally:
         if workers is not None:
             shutdown_workers(workers)

@@ -1,7 +1,9 @@
 """Where metrics go: ``metrics.jsonl`` (one JSON object per step), TensorBoard, the Ray dashboard.
 
 The JSONL file is appended and flushed per step, so a crash loses at most the step in flight; on
-resume, lines from steps after the checkpoint are dropped so the file has each step once.
+resume, lines from steps after the checkpoint are dropped so the file has each step once, and a run
+that starts from the beginning (no checkpoint to resume from, e.g. one stopped during its warm start)
+drops every earlier line: the rows always belong to the weights the run holds.
 """
 
 from __future__ import annotations
@@ -17,19 +19,21 @@ log = logging.getLogger(__name__)
 
 
 class MetricsSink:
-    def __init__(self, run_dir: str | Path, resume_step: int = 0, tensorboard: bool = True,
+    def __init__(self, run_dir: str | Path, resume_step: int | None = None, tensorboard: bool = True,
                  ray_metrics: bool = True):
+        """``resume_step``: the step of the checkpoint the run resumed from (rows after it are dropped);
+        None: the run starts from the beginning (every earlier row is dropped)."""
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.run_dir / "metrics.jsonl"
-        self._truncate_after(resume_step)
+        self._truncate_after(-1 if resume_step is None else resume_step)
         self._file = open(self.path, "a")
         self._tb = None
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self._tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=resume_step + 1)
+                self._tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=0 if resume_step is None else resume_step + 1)
             except Exception as e:  # TensorBoard is a view, never a reason to stop training
                 log.warning("TensorBoard disabled: %s", e)
         self._gauges: dict = {}

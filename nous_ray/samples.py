@@ -10,8 +10,9 @@ class Sample:
     """One response to one prompt, from generation through verification to training.
 
     ``logprobs`` are the rollout engine's (behaviour policy's) log-probabilities of each response
-    token; the loss uses them as the old policy. ``version`` is the policy version that generated
-    the sample, used for the staleness bound.
+    token; the loss uses them as the old policy (coupled form) or in the truncated importance weight
+    against the learner's own pre-update log-probs (decoupled form, ``algo.tis_cap > 0``). ``version``
+    is the policy version that generated the sample, used for the staleness bound.
     """
 
     problem_id: str

@@ -2,7 +2,14 @@
 
 from nous_ray.algo.advantages import dynamic_sampling_mask, group_advantages, group_advantages_with_overlong
 from nous_ray.algo.logprobs import token_entropy, token_logprobs
-from nous_ray.algo.losses import DEFAULT_CLIP, LOSSES, loss_normalizers, policy_loss, tis_weights
+from nous_ray.algo.losses import (
+    DEFAULT_CLIP,
+    DEFAULT_CLIP_RATIO_C,
+    DEFAULT_LOG_RATIO_CLAMP,
+    LOSSES,
+    loss_normalizers,
+    policy_loss,
+)
 from nous_ray.algo.pass_at_k import pass_at_k
 from nous_ray.algo.rope import apply_yarn, yarn_rope_scaling
 from nous_ray.algo.schedule import ContextSchedule
@@ -10,6 +17,8 @@ from nous_ray.algo.schedule import ContextSchedule
 __all__ = [
     "ContextSchedule",
     "DEFAULT_CLIP",
+    "DEFAULT_CLIP_RATIO_C",
+    "DEFAULT_LOG_RATIO_CLAMP",
     "LOSSES",
     "apply_yarn",
     "dynamic_sampling_mask",
@@ -18,7 +27,6 @@ __all__ = [
     "loss_normalizers",
     "pass_at_k",
     "policy_loss",
-    "tis_weights",
     "token_entropy",
     "token_logprobs",
     "yarn_rope_scaling",

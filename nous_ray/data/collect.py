@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from nous_ray.data.case_formats import CaseError
 from nous_ray.data.problem import Problem, ProblemFormatError
@@ -11,6 +13,32 @@ from nous_ray.data.problem import Problem, ProblemFormatError
 log = logging.getLogger(__name__)
 
 ERROR_POLICIES = ("raise", "skip")
+
+# Where skipped rows go besides the log, while :func:`record_skips` is active (one sink per context, so
+# concurrent loads in other threads or tasks never see each other's rows).
+_SKIP_SINK: contextvars.ContextVar[list | None] = contextvars.ContextVar("nous_ray_skip_sink", default=None)
+
+
+@contextlib.contextmanager
+def record_skips() -> Iterator[list[ProblemFormatError]]:
+    """Collect the :class:`ProblemFormatError` of every row an ``errors="skip"`` load leaves out.
+
+    ``with record_skips() as skipped: load_problems(..., errors="skip")`` -- the loaders' own
+    counting, for callers that must report what was skipped and why (the data preparation).
+    """
+    sink: list[ProblemFormatError] = []
+    token = _SKIP_SINK.set(sink)
+    try:
+        yield sink
+    finally:
+        _SKIP_SINK.reset(token)
+
+
+def _skip(err: ProblemFormatError) -> None:
+    log.warning("skipped malformed row: %s", err)
+    sink = _SKIP_SINK.get()
+    if sink is not None:
+        sink.append(err)
 
 
 def collect(
@@ -48,13 +76,13 @@ def collect(
             if errors == "raise":
                 raise err from None
             skipped += 1
-            log.warning("skipped malformed row: %s", err)
+            _skip(err)
             continue
         except ProblemFormatError as e:
             if errors == "raise":
                 raise
             skipped += 1
-            log.warning("skipped malformed row: %s", e)
+            _skip(e)
             continue
         out.append(problem)
     if skipped:

@@ -10,6 +10,8 @@ from nous_ray.data.problem import Problem, ProblemFormatError
 
 
 def _rows(path: str, dataset: str):
+    """``(where, object)`` per non-blank line; a line that is not JSON comes as its ProblemFormatError,
+    raised by ``normalize`` inside :func:`collect`, so ``errors="skip"`` skips and counts it too."""
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
@@ -17,7 +19,7 @@ def _rows(path: str, dataset: str):
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ProblemFormatError(dataset, f"line {lineno}", "<line>", f"not valid JSON ({e})") from None
+                obj = ProblemFormatError(dataset, f"line {lineno}", "<line>", f"not valid JSON ({e})")
             yield f"line {lineno}", obj
 
 
@@ -36,7 +38,9 @@ def load_jsonl(
     dataset = f"jsonl:{path}"
     seen: dict[str, str] = {}
 
-    def normalize(where: str, d: dict) -> Problem:
+    def normalize(where: str, d: dict | ProblemFormatError) -> Problem:
+        if isinstance(d, ProblemFormatError):
+            raise d
         p = Problem.from_dict(d, dataset=dataset, row=where)
         if p.id in seen:
             raise ProblemFormatError(dataset, where, "id", f"duplicate id {p.id!r} (first at {seen[p.id]})")

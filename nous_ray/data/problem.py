@@ -3,12 +3,32 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 TEST_KINDS = ("stdin", "functional")
 DEFAULT_TIME_LIMIT_S = 15.0
 DEFAULT_MEMORY_LIMIT_MB = 4096
+JSON_INT_DIGITS = 50_000  # LiveCodeBench's evaluator parses integers of up to 50,000 digits
+
+
+def _json_int(text: str) -> int:
+    if len(text) <= 4000:
+        return int(text)
+    if len(text.lstrip("-")) > JSON_INT_DIGITS:
+        raise ValueError(f"an integer of more than {JSON_INT_DIGITS} digits")
+    return int(Decimal(text))  # no digit limit on this conversion, unlike int(str)
+
+
+def parse_json_value(text: str) -> Any:
+    """A JSON value as the verifier reads one (expected outputs of call-based tests and the values
+    programs return alike); ValueError when it cannot, nesting too deep included."""
+    try:
+        return json.loads(text, parse_int=_json_int)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 class ProblemFormatError(ValueError):
@@ -106,3 +126,9 @@ class Problem:
             raise ProblemFormatError(dataset, row, "time_limit_s", f"must be > 0, got {self.time_limit_s}")
         if not (self.memory_limit_mb > 0):
             raise ProblemFormatError(dataset, row, "memory_limit_mb", f"must be > 0, got {self.memory_limit_mb}")
+        for i, t in enumerate(self.tests):
+            if t.kind == "functional":
+                try:
+                    parse_json_value(t.output)
+                except ValueError as e:
+                    raise ProblemFormatError(dataset, row, f"tests[{i}].output", f"the verifier cannot parse it: {e}")

@@ -1,8 +1,13 @@
 """Engine settings for long-context evaluation: YaRN through vLLM's ``hf_overrides``, and max_model_len.
 
-The rollout engine's context is ``max_model_len = prompt budget + max_tokens`` (the longest prompt
-of the problems evaluated, plus the response limit), so no sample is cut by the context before it
-reaches ``max_tokens``.
+Without YaRN the rollout engine's context is ``max_model_len = prompt budget + max_tokens`` (the
+longest prompt of the problems evaluated, plus the response limit), so every response may reach
+``max_tokens``.
+
+With YaRN the context is the rope table, exactly ``original * factor`` positions (the recipe: factor
+2.0 over 40,960 = 81,920 positions in all, prompt included), and each response gets what its prompt
+leaves: ``min(max_tokens, max_model_len - its prompt)`` (:meth:`EngineSettings.response_limit`). The
+factor is never stretched to fit a longer context: that would evaluate another model than the recipe's.
 
 YaRN (the recipe: factor 2.0 over 40,960 -> 81,920 positions) reaches vLLM as two overrides of the
 model's config:
@@ -14,9 +19,7 @@ model's config:
   already scaled when it checks ``max_model_len``, and builds a cos/sin table of
   ``original * factor`` positions.
 
-Positions past the table would be out of range, so when the context is longer than
-``original * factor`` (81,920 + a prompt is), the factor grows to ``max_model_len / original``
-(2.0 -> ~2.02 for a 1k-token prompt) and :func:`long_context_settings` says so in ``notes``.
+Positions past the table would be out of range, so ``max_model_len`` never exceeds it.
 """
 
 from __future__ import annotations
@@ -44,11 +47,17 @@ class EngineSettings:
     """What the rollout pool's engines need for an evaluation."""
 
     max_model_len: int
+    max_tokens: int  # the response limit before the context bounds it
     hf_overrides: Optional[dict] = None
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {"max_model_len": self.max_model_len, "hf_overrides": self.hf_overrides}
+
+    def response_limit(self, prompt_len: int) -> int:
+        """Tokens a response to a prompt of ``prompt_len`` tokens may have: the context's rest, at most
+        ``max_tokens``."""
+        return min(self.max_tokens, self.max_model_len - prompt_len)
 
 
 def read_model_rope(model_path: str) -> ModelRope:
@@ -95,28 +104,36 @@ def long_context_settings(ev: EvalConfig, prompt_budget: int, rope: Optional[Mod
 
     ``rope``: the model's rope settings (:func:`read_model_rope`); needed only with YaRN on
     (``ev.yarn_original_max_positions`` set). ``max_tokens`` overrides ``ev.max_tokens``.
+    With YaRN, ``max_model_len`` is at most the rope table's ``original * factor`` positions and a
+    prompt that leaves no room for a response in it is an error.
     """
     max_tokens = ev.max_tokens if max_tokens is None else max_tokens
     for what, v in (("prompt_budget", prompt_budget), ("eval.max_tokens", max_tokens)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"long_context_settings: {what} must be a positive int, got {v!r}")
-    max_model_len = prompt_budget + max_tokens
     original = ev.yarn_original_max_positions
     if original is None:
-        return EngineSettings(max_model_len)
+        return EngineSettings(prompt_budget + max_tokens, max_tokens)
     if rope is None:
         raise ValueError("long_context_settings: YaRN is on (eval.yarn_original_max_positions) but "
                          "the model's rope settings were not given")
     if not (ev.yarn_factor > 1.0):
         raise ValueError(f"eval.yarn_factor must be > 1 with YaRN on, got {ev.yarn_factor}")
+    table = original * ev.yarn_factor
+    if table != math.floor(table):
+        raise ValueError(f"eval.yarn_factor {ev.yarn_factor} x eval.yarn_original_max_positions {original} = {table} "
+                         f"is not a whole number of positions")
+    table = int(table)
+    if prompt_budget >= table:
+        raise ValueError(f"eval: the longest prompt has {prompt_budget} tokens, no room for a response within "
+                         f"the {table} positions of YaRN factor {ev.yarn_factor:g} over {original}")
+    max_model_len = min(table, prompt_budget + max_tokens)
     notes = []
-    target = int(math.floor(original * ev.yarn_factor))
-    if max_model_len > target:
-        notes.append(f"YaRN factor raised from {ev.yarn_factor:g} to {max_model_len / original:.4f} so its "
-                     f"rope table covers max_model_len {max_model_len} (prompt {prompt_budget} + "
-                     f"max_tokens {max_tokens}) instead of {target} positions")
-        target = max_model_len
-    return EngineSettings(max_model_len, yarn_hf_overrides(rope, original, target), notes)
+    if max_model_len - prompt_budget < max_tokens:
+        notes.append(f"responses get at most {table} positions minus their prompt (YaRN factor {ev.yarn_factor:g} "
+                     f"over {original}): {max_model_len - prompt_budget} tokens after the longest prompt "
+                     f"({prompt_budget}), up to max_tokens {max_tokens} after shorter ones")
+    return EngineSettings(max_model_len, max_tokens, yarn_hf_overrides(rope, original, table), notes)
 
 
 def max_tokens_within(max_model_len: int, prompt_ids: list[list[int]], max_tokens: int) -> int:

@@ -102,6 +102,22 @@ def finished_problems(out_dir: str | Path, n: int) -> set[str]:
     return set(complete_problems(read_records(Path(out_dir) / RESULTS_FILE)[0], n))
 
 
+def settings_conflict(out_dir: str | Path, settings: dict) -> str | None:
+    """Why results in ``out_dir`` cannot be resumed under ``settings`` (they were made with others);
+    None when there are none or they match. Read only."""
+    d = Path(out_dir)
+    results, saved = d / RESULTS_FILE, d / SETTINGS_FILE
+    if not saved.exists() or not results.exists() or results.stat().st_size == 0:
+        return None
+    old = json.loads(saved.read_text())
+    diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+    if not diff:
+        return None
+    shown = ", ".join(f"{k}: {old.get(k)!r} -> {settings.get(k)!r}" for k in diff)
+    return (f"{results} holds results made with other settings ({shown}); use another output folder "
+            f"(--out DIR), or start fresh (launch/eval.py --fresh)")
+
+
 class ResultsFile:
     def __init__(self, out_dir: str | Path, n_samples: int):
         self.dir = Path(out_dir)
@@ -120,14 +136,9 @@ class ResultsFile:
         if fresh:
             for p in (self.path, self.settings_path):
                 p.unlink(missing_ok=True)
-        if self.settings_path.exists():
-            old = json.loads(self.settings_path.read_text())
-            diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
-            if diff and self.path.exists() and self.path.stat().st_size > 0:
-                shown = ", ".join(f"{k}: {old.get(k)!r} -> {settings.get(k)!r}" for k in diff)
-                raise EvalResumeError(
-                    f"{self.path} holds results made with other settings ({shown}); use another "
-                    f"output folder, or start fresh (launch/eval.py --fresh)")
+        conflict = settings_conflict(self.dir, settings)
+        if conflict:
+            raise EvalResumeError(conflict)
         done = complete_problems(read_records(self.path)[0], self.n)
         tmp = self.path.with_name(self.path.name + ".tmp")
         with open(tmp, "w") as f:

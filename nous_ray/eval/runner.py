@@ -2,7 +2,7 @@
 
 Used by ``launch/eval.py`` (pools started for the evaluation, YaRN on) and by the training driver
 every ``eval.every_steps`` (the training pools, no engine restart). Problems are spread over the
-rollout workers, ``rollout.max_prompts_per_call`` in flight per worker so each engine batches them;
+rollout workers, ``rollout.max_prompts_per_worker`` in flight per worker so each engine batches them;
 each problem's group goes to the verifiers as soon as it is generated, while generation goes on.
 Each verified problem is written to ``results.jsonl`` at once, so an interrupted evaluation resumes
 where it stopped (see :mod:`nous_ray.eval.records`).
@@ -22,7 +22,7 @@ from typing import Any, Callable, Optional
 
 from nous_ray.config import Config
 from nous_ray.data.problem import Problem
-from nous_ray.eval.records import ResultsFile, make_record
+from nous_ray.eval.records import EvalResumeError, ResultsFile, make_record, settings_conflict
 from nous_ray.eval.summary import summarize
 
 log = logging.getLogger("nous_ray.eval")
@@ -41,6 +41,16 @@ def eval_settings(cfg: Config, max_tokens: int, model: Optional[str], engine: Op
             "sampling": eval_sampling(cfg), "engine": engine,
             "prompt_format": cfg.eval.prompt_format or cfg.data.prompt_format,
             "enable_thinking": cfg.eval.enable_thinking}
+
+
+def check_resumable(cfg: Config, out_dir: str | Path, *, max_tokens: Optional[int] = None,
+                    model: Optional[str] = None, engine: Optional[dict] = None, step: Optional[int] = None) -> None:
+    """Raise :class:`EvalResumeError` now if :func:`evaluate` with these arguments would refuse the
+    results already in ``out_dir`` (made with other settings): before any engine starts."""
+    settings = eval_settings(cfg, cfg.eval.max_tokens if max_tokens is None else max_tokens, model, engine, step)
+    conflict = settings_conflict(out_dir, settings)
+    if conflict:
+        raise EvalResumeError(conflict)
 
 
 def _infra_verdicts(n: int, why: str) -> list[dict]:
@@ -63,6 +73,7 @@ async def evaluate(
     step: Optional[int] = None,
     *,
     max_tokens: Optional[int] = None,
+    max_model_len: Optional[int] = None,
     model: Optional[str] = None,
     engine: Optional[dict] = None,
     info: Optional[dict] = None,
@@ -75,7 +86,7 @@ async def evaluate(
 
     Args:
         cfg: the config; ``cfg.eval`` gives samples per problem, sampling and ``max_tokens``, and
-            ``cfg.rollout.max_prompts_per_call`` the problems in flight per worker.
+            ``cfg.rollout.max_prompts_per_worker`` the problems in flight per worker.
         problems, prompt_ids: the problems and their prompts as token ids (same order).
         rollout_pool: ``.size`` and ``await .generate(i, requests, n, sampling, max_tokens) ->
             list[Sample]`` (the pool of ``actors/pools.py``); None is allowed when every problem
@@ -84,6 +95,9 @@ async def evaluate(
         out_dir: where ``results.jsonl``, ``summary.json`` and ``pass_at_1.png`` go.
         step: the training step evaluated (recorded; part of the resume settings).
         max_tokens: overrides ``cfg.eval.max_tokens`` (e.g. capped to a training engine's context).
+        max_model_len: the engines' context; when given, each response gets what its prompt leaves of
+            it, at most ``max_tokens`` (YaRN: 81,920 positions minus the prompt, see
+            :meth:`nous_ray.eval.engine.EngineSettings.response_limit`).
         model, engine: recorded in the settings and the summary (model path, engine settings).
         info: more to record in the summary's ``run`` (not part of the resume settings).
         fresh: discard earlier results in ``out_dir`` instead of resuming from them.
@@ -94,9 +108,14 @@ async def evaluate(
     if n < 1:
         raise ValueError(f"eval.n_samples must be >= 1, got {n}")
     max_tokens = cfg.eval.max_tokens if max_tokens is None else max_tokens
+    limits = [max_tokens if max_model_len is None else min(max_tokens, max_model_len - len(p)) for p in prompt_ids]
+    short = [i for i, n in enumerate(limits) if n < 1]
+    if short:
+        raise ValueError(f"evaluate: problem {problems[short[0]].id} has a {len(prompt_ids[short[0]])}-token prompt, "
+                         f"no room for a response in max_model_len {max_model_len}")
     out = Path(out_dir)
     results = ResultsFile(out, n)
-    settings = eval_settings(cfg, max_tokens, model, engine, step)
+    settings = eval_settings(cfg, max_tokens, model, engine, step)  # ResultsFile.resume refuses other ones
     done = results.resume(settings, fresh=fresh)
     selected = {p.id for p in problems}
     resumed = [pid for pid in done if pid in selected]
@@ -139,7 +158,7 @@ async def evaluate(
         while todo:
             idx = todo.popleft()
             req = {"group_id": idx, "problem_id": problems[idx].id, "prompt_ids": prompt_ids[idx]}
-            samples = await rollout_pool.generate(i, [req], n, sampling, max_tokens)
+            samples = await rollout_pool.generate(i, [req], n, sampling, limits[idx])
             if len(samples) != n:
                 raise RuntimeError(f"eval: rollout worker {i} returned {len(samples)} samples for problem "
                                    f"{problems[idx].id}, expected {n}")
@@ -147,7 +166,7 @@ async def evaluate(
 
     if todo and (rollout_pool is None or verifier_pool is None):
         raise ValueError(f"evaluate: {len(todo)} problems to generate but no rollout or verifier pool given")
-    per_worker = max(1, cfg.rollout.max_prompts_per_call)
+    per_worker = max(1, cfg.rollout.max_prompts_per_worker)
     workers = range(rollout_pool.size) if todo else range(0)
     slots = [asyncio.ensure_future(slot(i)) for i in workers for _ in range(per_worker)]
     try:
@@ -170,6 +189,7 @@ async def evaluate(
     summary = summarize(records, n)
     summary["run"] = {
         "step": step, "model": model, "engine": engine, "n_samples": n, "max_tokens": max_tokens,
+        "max_model_len": max_model_len,
         "sampling": sampling, "problems_selected": len(problems), "problems_resumed": len(resumed),
         "problems_generated": len(new_records), "wall_s": time.monotonic() - t0,
         "policy_versions": sorted({r.get("version") for rs in new_records.values() for r in rs} - {None}),

@@ -113,6 +113,11 @@ def build_tiny_model_dir(cfg: ModelConfig, out_dir: str | Path) -> Path:
     return out
 
 
+def tokenizer_path(cfg: ModelConfig) -> str:
+    """Where this config's tokenizer loads from, without building the tiny model's weights."""
+    return str(TOKENIZER_DIR) if cfg.path == "tiny" else cfg.path
+
+
 def resolve_model_path(cfg: ModelConfig, run_dir: str | Path) -> str:
     """The folder or hub name the learners and rollout engines load for this config."""
     if cfg.path == "tiny":

@@ -6,6 +6,10 @@ The engine is vLLM's ``LLMEngine`` with its core in this process (``InprocClient
 process boundary and the model could not be reached in place. :mod:`nous_ray.rollout.stream` drives
 this engine step by step from an asyncio loop instead, which gives the same streaming (requests join
 and leave the running batch at every step) with the model in reach.
+
+With one GPU (the recipe's engines) the model itself is in this process too (``uni`` executor). With
+tensor parallelism the workers are processes of vLLM's ``mp`` executor on the actor's GPUs, and new
+weights reach them through vLLM's NCCL weight transfer (:mod:`nous_ray.rollout.weights`).
 """
 
 from __future__ import annotations
@@ -27,6 +31,17 @@ def on_cpu() -> bool:
     return current_platform.is_cpu()
 
 
+def executor_backend(tensor_parallel_size: int) -> str:
+    """vLLM's executor for an engine of ``tensor_parallel_size`` GPUs inside a rollout actor.
+
+    One GPU: ``uni``, the worker in this process, so weights load in place with no copy across
+    processes. More: ``mp``, worker processes on the actor's GPUs. Left to itself, vLLM picks its
+    Ray executor inside a placement group (``vllm/config/parallel.py``), which wants one GPU per
+    bundle (``vllm/v1/executor/ray_utils.py``) while our actor holds all of the engine's GPUs in one.
+    """
+    return "uni" if tensor_parallel_size == 1 else "mp"
+
+
 def engine_kwargs(
     model_path: str, cfg: RolloutConfig, *, dtype: str = "auto", seed: int = 0, cpu: bool | None = None,
     hf_overrides: dict | None = None,
@@ -42,6 +57,7 @@ def engine_kwargs(
         max_model_len=cfg.max_model_len,
         enforce_eager=cfg.enforce_eager,
         tensor_parallel_size=cfg.tensor_parallel_size,
+        distributed_executor_backend=executor_backend(cfg.tensor_parallel_size),
         logprobs_mode=LOGPROBS_MODE,
         enable_prefix_caching=True,
         # Per-step stats cost time on every engine step; the driver measures what it reports.
@@ -55,12 +71,13 @@ def engine_kwargs(
     for key in ("max_num_seqs", "max_num_batched_tokens", "enable_chunked_prefill"):
         if getattr(cfg, key) is not None:
             kw[key] = getattr(cfg, key)
+    if cfg.tensor_parallel_size > 1:
+        # The workers are other processes: new weights reach them through vLLM's own NCCL weight
+        # transfer (nous_ray.rollout.weights.join_weight_transfer), which this creates in each worker.
+        kw["weight_transfer_config"] = {"backend": "nccl"}
     if hf_overrides:
         # Model-config overrides, e.g. YaRN rope scaling for long-context evaluation.
         kw["hf_overrides"] = dict(hf_overrides)
-    if cfg.tensor_parallel_size == 1:
-        # The model lives in this process, so weights load in place with no copy across processes.
-        kw["distributed_executor_backend"] = "uni"
     return kw
 
 

@@ -4,20 +4,21 @@ running batch (continuous batching), and weight updates happen between engine st
 Every sample comes from exactly one policy version: an update stops admitting requests, waits for
 the running ones to finish, loads the weights, then admits again. The engine steps on the event
 loop's own thread (a step is milliseconds to tens of milliseconds), so nothing else touches the
-engine concurrently and no lock is needed; the loop yields between steps to take new calls.
+engine concurrently and no lock is needed; the loop yields between steps to take new calls. A weight
+load runs in a worker thread while the engine is drained and admits nothing, so a transfer that
+blocks (fetching the next bucket, a NCCL receive) does not stall the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 from nous_ray.rollout.outputs import scored_logprobs, to_samples
 from nous_ray.rollout.sampling import make_sampling_params, make_scoring_params
-from nous_ray.rollout.weights import load_buckets
+from nous_ray.rollout.weights import reset_prefix_cache
 from nous_ray.samples import Sample
-from nous_ray.weight_sync.buckets import Bucket
 
 
 def check_prompts(prompts, max_model_len: int, where: str = "generate") -> list[list[int]]:
@@ -32,6 +33,19 @@ def check_prompts(prompts, max_model_len: int, where: str = "generate") -> list[
         if len(ids) >= max_model_len:
             raise ValueError(f"{where}: prompt {i} has {len(ids)} tokens; max_model_len is {max_model_len}")
         out.append(ids)
+    return out
+
+
+_SUPERSEDED = object()
+
+
+def _run_and_sync(fn: Callable[[Any], Any], engine) -> Any:
+    out = fn(engine)
+    import torch
+
+    # fn ran on this thread's CUDA stream; the engine steps on the event loop's.
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
     return out
 
 
@@ -50,12 +64,20 @@ class StreamingEngine:
         self._idle = asyncio.Event()
         self._idle.set()
         self._update_lock = asyncio.Lock()
+        self._tickets = itertools.count()
+        self._newest = -1
+        self._queued = 0
 
     # ---- requests -------------------------------------------------------------------------
-    async def _submit(self, prompts: list[list[int]], params) -> list:
+    async def _submit(self, prompts: list[list[int]], params) -> tuple[int, list]:
+        """Admit and run the requests; returns the policy version they ran under and their outputs."""
         from vllm.inputs import TokensPrompt
 
-        await self._admitting.wait()
+        while not self._admitting.is_set():  # set again, an update may have closed it before we resumed
+            await self._admitting.wait()
+        # Admitted: no update loads weights until these requests finish, so this is the version
+        # that generates them (read before the wait, it could be the one the update replaces).
+        version = self.version
         loop = asyncio.get_running_loop()
         futs, added = [], []
         try:
@@ -75,7 +97,7 @@ class StreamingEngine:
             raise
         finally:
             self._wake()
-        return await asyncio.gather(*futs)
+        return version, await asyncio.gather(*futs)
 
     def _wake(self) -> None:
         if self._pending:
@@ -126,8 +148,7 @@ class StreamingEngine:
             if vals is not None and len(vals) != len(prompts):
                 raise ValueError(f"generate: {len(vals)} {name} for {len(prompts)} prompts")
         params = make_sampling_params(sampling, n)
-        version = self.version  # admission waits out updates, so this is the version that runs
-        outs = await self._submit(prompts, params)
+        version, outs = await self._submit(prompts, params)
         groups = [
             to_samples(
                 o,
@@ -146,25 +167,63 @@ class StreamingEngine:
     async def score(self, prompt_ids: list[int], response_ids: list[int]) -> list[float]:
         """Log-probs (temperature 1, current weights) of ``response_ids`` following ``prompt_ids``."""
         (seq,) = check_prompts([list(prompt_ids) + list(response_ids)], self.max_model_len, "score")
-        (out,) = await self._submit([seq], make_scoring_params())
+        _, (out,) = await self._submit([seq], make_scoring_params())
         return scored_logprobs(out, len(prompt_ids))
 
     # ---- weights --------------------------------------------------------------------------
-    async def update_weights(self, version: int, buckets: list[Bucket], reset: bool = False) -> int:
-        """Drain running requests, load ``buckets`` in place, reset the prefix cache, record
-        ``version``. Returns the number of tensors loaded. Versions only move forward, except with
-        ``reset`` (a new run's first sync, whose versions start again at its resumed step)."""
+    async def _exclusive(self, fn: Callable[[Any], Any], superseded: Callable[[], bool] = lambda: False):
+        """Run ``fn(engine)`` in a thread once the engine has no running request, admitting none
+        meanwhile; calls queue in arrival order. Returns ``_SUPERSEDED`` without running ``fn`` if
+        ``superseded()`` turns true before it starts."""
+        self._queued += 1
+        try:
+            async with self._update_lock:
+                if superseded():
+                    return _SUPERSEDED
+                self._admitting.clear()
+                await self._idle.wait()
+                if superseded():
+                    return _SUPERSEDED
+                return await asyncio.to_thread(_run_and_sync, fn, self.engine)
+        finally:
+            self._queued -= 1
+            if not self._queued:  # a call queued behind this one keeps admission closed
+                self._admitting.set()
+
+    async def run_idle(self, fn: Callable[[Any], Any]) -> Any:
+        """``fn(engine)`` in a thread while the engine runs nothing (e.g. joining a weight group)."""
+        return await self._exclusive(fn)
+
+    async def update_weights(self, version: int, load: Callable[[Any], int], *, reset: bool = False,
+                             droppable: bool = True) -> dict:
+        """Load new weights as ``version``: updates queue in arrival order; at its turn an update
+        stops admitting requests, waits for the running ones to finish, runs ``load(engine)`` (in a
+        thread, since it may block on transfers; it returns the tensor count), resets the prefix
+        cache and records ``version``. Versions only move forward, except with ``reset`` (a new
+        run's first sync, whose versions start again at its resumed step).
+
+        A ``droppable`` update that a later one supersedes before it starts loading is dropped,
+        ``load`` never called: loading a version already out of date would only delay the newer
+        one. An update whose bytes are pushed to it (a NCCL broadcast the sender is already in) is
+        not droppable.
+
+        Returns ``{"loaded": bool, "tensors": int, "version": the version now loaded}``.
+        """
         if not isinstance(version, int) or (version < self.version and not reset):
             raise ValueError(f"update_weights: version {version!r} is older than the loaded {self.version}")
-        async with self._update_lock:
-            self._admitting.clear()
-            try:
-                await self._idle.wait()
-                count = load_buckets(self.engine, buckets)
-                self.version = version
-                return count
-            finally:
-                self._admitting.set()
+        ticket = next(self._tickets)
+        self._newest = ticket
+
+        def load_and_reset(engine) -> int:
+            count = int(load(engine))
+            reset_prefix_cache(engine)  # cached KV blocks were computed with the old weights
+            return count
+
+        count = await self._exclusive(load_and_reset, lambda: droppable and ticket != self._newest)
+        if count is _SUPERSEDED:
+            return {"loaded": False, "tensors": 0, "version": self.version}
+        self.version = version  # before any admitted request runs: admission resumes after this task yields
+        return {"loaded": True, "tensors": count, "version": version}
 
     @property
     def num_running(self) -> int:

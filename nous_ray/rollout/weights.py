@@ -1,9 +1,17 @@
 """Loading new weights into a running vLLM engine in place (no restart).
 
-Runs on each engine worker through ``collective_rpc``: in-process (one worker, ``uni`` executor)
-the buckets are the very objects the caller holds, so tensors go from Ray's object store into the
-model without an intermediate copy; with tensor parallelism vLLM ships them to each worker, whose
-``load_weights`` takes its own shard.
+One-GPU engines (vLLM's in-process ``uni`` executor, the recipe's): :func:`load_tensors` hands a
+stream of ``(name, tensor)`` to the worker's ``model_runner.reload_weights`` in this process, which
+loads each tensor as it is pulled from the stream, so buckets can arrive (object store or NCCL) while
+earlier ones load, and nothing is copied across a process boundary.
+
+Engines of several GPUs (vLLM's ``mp`` executor: the workers are other processes, which a CUDA
+tensor cannot be pickled to) take the weights through vLLM's own weight-transfer mechanism: the
+engine is built with ``weight_transfer_config={"backend": "nccl"}`` and driven with ``collective_rpc``
+(``init_weight_transfer_engine`` once, then ``start_weight_update`` / ``update_weights`` /
+``finish_weight_update`` per sync; ``vllm/v1/worker/gpu_worker.py``). Each worker receives the
+learner's broadcast and loads its own shard (:func:`join_weight_transfer`,
+:func:`receive_weight_transfer`).
 
 Why not ``model.load_weights``: vLLM post-processes weights after loading (on CPU, linear layers are
 repacked for oneDNN and their ``weight`` emptied), so writing parameters directly misses or breaks
@@ -14,12 +22,13 @@ parameter but keeps its own packed copy, so we re-tie it and re-run its processi
 
 from __future__ import annotations
 
-from itertools import chain
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import torch
 
-from nous_ray.weight_sync.buckets import Bucket, unpack_bucket
+from nous_ray.weight_sync.buckets import Bucket
+from nous_ray.weight_sync.nccl import BucketBuffers, receive_tensors
+from nous_ray.weight_sync.object_store import HeldBytes, fetch_buckets
 
 
 def _worker(obj):
@@ -70,18 +79,75 @@ def load_named_tensors(worker, named_tensors: Iterable[tuple[str, torch.Tensor]]
     return count
 
 
-def load_buckets_on_worker(worker, buckets: list[Bucket]) -> int:
-    """``collective_rpc`` target: unpack ``buckets`` and load them; returns the tensor count."""
-    return load_named_tensors(worker, chain.from_iterable(unpack_bucket(b) for b in buckets))
+def in_process(engine) -> bool:
+    """Whether the engine's one worker runs in this process (vLLM's ``uni`` executor)."""
+    return engine.vllm_config.parallel_config.distributed_executor_backend == "uni"
 
 
-def load_buckets(engine, buckets: list[Bucket]) -> int:
-    """Load ``buckets`` into every worker of ``engine`` (an ``LLMEngine``) and reset its prefix
-    cache (cached KV blocks were computed with the old weights). Returns the tensor count."""
-    if not buckets:
-        raise ValueError("load_buckets: no buckets given")
-    counts = engine.collective_rpc(load_buckets_on_worker, args=(buckets,))
+def load_tensors(engine, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> int:
+    """Load a stream of checkpoint-format tensors into an in-process engine (``uni`` executor);
+    returns the count. ``collective_rpc`` calls the worker in this process, so the stream is pulled
+    lazily by vLLM's loader, tensor by tensor."""
+    if not in_process(engine):
+        raise RuntimeError("load_tensors: the engine's workers run in other processes (tensor parallelism); "
+                           "load through vLLM's weight transfer (weight_sync.transport=nccl)")
+    (count,) = engine.collective_rpc(load_named_tensors, args=(named_tensors,))
+    return int(count)
+
+
+def reset_prefix_cache(engine) -> None:
+    """Drop cached KV blocks: they were computed with the old weights."""
     if not engine.reset_prefix_cache():
         # vLLM refuses while requests run; the caller must drain first (stale KV would be reused).
-        raise RuntimeError("load_buckets: the engine refused to reset its prefix cache (requests running?)")
-    return int(counts[0])
+        raise RuntimeError("weight update: the engine refused to reset its prefix cache (requests running?)")
+
+
+def join_weight_transfer(engine, init_info: dict, rejoin: bool = False) -> None:
+    """Every worker of ``engine`` joins the learner's broadcast group (blocks until all members
+    have); ``rejoin`` leaves the previous group first. ``init_info``:
+    :func:`nous_ray.weight_sync.nccl.vllm_init_info`."""
+    if rejoin:
+        engine.collective_rpc("shutdown_weight_transfer_engine")
+    engine.collective_rpc("init_weight_transfer_engine", kwargs={"init_info": init_info})
+
+
+def receive_weight_transfer(engine, update_info: dict) -> int:
+    """Every worker receives one broadcast version and loads its shard, layer by layer as the packed
+    buffers arrive; returns the tensor count. ``update_info``:
+    :func:`nous_ray.weight_sync.nccl.vllm_update_info`."""
+    engine.collective_rpc("start_weight_update")
+    engine.collective_rpc("update_weights", kwargs={"update_info": update_info})
+    engine.collective_rpc("finish_weight_update")
+    return len(update_info["names"])
+
+
+def load_from_store(engine, refs: Sequence, held: HeldBytes | None = None) -> int:
+    """Object-store transport: fetch the buckets behind ``refs`` one at a time as the engine loads
+    them (``held`` counts the bytes alive meanwhile). Blocks: run it off the event loop."""
+    return load_tensors(engine, fetch_buckets(refs, held))
+
+
+def reload_holds(buffer: torch.Tensor) -> bool:
+    """Whether vLLM's layerwise reload still holds tensors in ``buffer`` for a layer it has not
+    completed (it keeps a layer's weights until all have arrived,
+    ``vllm/model_executor/model_loader/reload/layerwise.py``). Unknown internals count as holding."""
+    try:
+        from vllm.model_executor.model_loader.reload.layerwise import LAYERWISE_INFO
+
+        ptr = buffer.untyped_storage().data_ptr()
+        for info in list(LAYERWISE_INFO.values()):
+            for _, bound in info.loaded_weights:
+                for value in bound.arguments.values():
+                    if isinstance(value, torch.Tensor) and value.untyped_storage().data_ptr() == ptr:
+                        return True
+        return False
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return True
+
+
+def load_broadcast(engine, comm, plan: Sequence[Bucket], buffers: BucketBuffers) -> int:
+    """NCCL transport, one-GPU engine: receive the buckets of ``plan`` from learner rank 0 into the
+    two ``buffers`` and load each as it arrives; a buffer is reused once vLLM's reload no longer
+    holds any of its tensors (:func:`reload_holds`). Blocks until the last bucket is loaded."""
+    buffers.holds = reload_holds
+    return load_tensors(engine, receive_tensors(comm, plan, buffers))

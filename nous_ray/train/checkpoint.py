@@ -23,7 +23,8 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 
-__all__ = ["save_checkpoint", "load_checkpoint", "read_state", "full_model_state", "full_optimizer_state", "STATE_FILE"]
+__all__ = ["save_checkpoint", "load_checkpoint", "read_state", "checkpoint_problem", "full_model_state",
+           "full_optimizer_state", "STATE_FILE"]
 
 STATE_FILE = "learner_state.json"
 
@@ -67,6 +68,43 @@ def read_state(path: str | Path) -> dict[str, Any]:
     if not (p / STATE_FILE).exists():
         raise FileNotFoundError(f"load_checkpoint: {p} is not a complete learner checkpoint (no {STATE_FILE})")
     return json.loads((p / STATE_FILE).read_text())
+
+
+def checkpoint_problem(path: str | Path) -> str | None:
+    """Why the checkpoint at ``path`` cannot be loaded, without loading it; None when it looks whole.
+
+    Checks what a crash or a full disk leaves behind: the state file (present, a JSON object), DCP's
+    ``.metadata`` (present, readable), and every shard file the metadata points into (present and
+    long enough for each piece read from it: a truncated shard fails here, not in the middle of a load).
+    """
+    p = Path(path)
+    if not p.is_dir():
+        return f"no folder {p}"
+    try:
+        state = json.loads((p / STATE_FILE).read_text())
+    except FileNotFoundError:
+        return f"{p / STATE_FILE} is missing"
+    except (OSError, ValueError) as e:
+        return f"{p / STATE_FILE} is not JSON ({type(e).__name__}: {e})"
+    if not isinstance(state, dict):
+        return f"{p / STATE_FILE} is not a JSON object"
+    if not (p / ".metadata").is_file():
+        return f"{p / '.metadata'} is missing (torch.distributed.checkpoint's index of the shards)"
+    try:
+        storage = dcp.FileSystemReader(str(p)).read_metadata().storage_data
+    except Exception as e:  # unpickling a torn file raises anything
+        return f"{p / '.metadata'} cannot be read ({type(e).__name__}: {e})"
+    needed: dict[str, int] = {}
+    for info in (storage or {}).values():
+        needed[info.relative_path] = max(needed.get(info.relative_path, 0), info.offset + info.length)
+    for name, size in sorted(needed.items()):
+        f = p / name
+        if not f.is_file():
+            return f"{f} is missing"
+        have = f.stat().st_size
+        if have < size:
+            return f"{f} is truncated ({have} of at least {size} bytes)"
+    return None
 
 
 def load_checkpoint(path: str | Path, model, optimizer) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Full weights under Hugging Face names, and a Hugging Face folder that vLLM and transformers load."""
+"""A Hugging Face folder of the learner's weights that vLLM and transformers load."""
 
 from __future__ import annotations
 
@@ -8,30 +8,12 @@ import shutil
 from pathlib import Path
 from typing import Iterable
 
-import torch
 from torch import Tensor
 
-__all__ = ["hf_named_tensors", "write_hf_folder", "WEIGHT_SUFFIXES"]
+__all__ = ["write_hf_folder", "WEIGHT_SUFFIXES"]
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".safetensors.index.json", ".bin.index.json")
 SHARD_BYTES = 5 * 2**30  # transformers' default max_shard_size
-
-
-def hf_named_tensors(full_state: dict[str, Tensor], tied: bool, dtype: torch.dtype | None) -> list[tuple[str, Tensor]]:
-    """``(name, tensor)`` as ``save_pretrained`` would write them, in state-dict order.
-
-    With tied embeddings ``lm_head.weight`` is the embedding matrix and Hugging Face does not save
-    it (vLLM's loaders skip it too), so it is left out. Tensors are cast to ``dtype`` (the model's
-    own dtype, e.g. bf16 master weights kept in fp32 export as bf16) and made contiguous.
-    """
-    out = []
-    for name, t in full_state.items():
-        if tied and name == "lm_head.weight":
-            continue
-        if dtype is not None and t.is_floating_point():
-            t = t.to(dtype)
-        out.append((name, t.detach().contiguous()))
-    return out
 
 
 def _copy_side_files(src: str, out: Path, config) -> None:

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from nous_ray.algo import token_entropy, token_logprobs
 from nous_ray.train.attention import VARLEN, register
 
-__all__ = ["PolicyModule", "load_policy", "shard_policy"]
+__all__ = ["PolicyModule", "build_policy", "load_policy", "load_weights_from_rank0", "shard_policy"]
 
 
 class PolicyModule(nn.Module):
@@ -84,28 +84,72 @@ class PolicyModule(nn.Module):
         return bool(getattr(self.config, "tie_word_embeddings", False))
 
 
-def load_policy(
-    path: str,
+def build_policy(
+    config,
     dtype: torch.dtype,
     chunk_size: int,
     attn_implementation: str = VARLEN,
     activation_checkpointing: bool = False,
 ) -> PolicyModule:
-    """Load a Hugging Face folder (or hub name) on CPU as a :class:`PolicyModule` in train mode."""
+    """A :class:`PolicyModule` of ``config`` (a transformers config) on the meta device: structure,
+    no memory. Shard it (:func:`shard_policy`), then :func:`load_weights_from_rank0`."""
     from transformers import AutoModelForCausalLM
 
     if attn_implementation == VARLEN:
         register()
-
-    lm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attn_implementation)
+    with torch.device("meta"):
+        lm = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn_implementation)
     for attr in ("model", "lm_head"):
         if not hasattr(lm, attr):
-            raise ValueError(f"load_policy: {path}: {type(lm).__name__} has no .{attr}; expected a *ForCausalLM")
+            raise ValueError(f"build_policy: {type(lm).__name__} has no .{attr}; expected a *ForCausalLM")
     lm.config.use_cache = False
     policy = PolicyModule(lm, chunk_size=chunk_size)
     if activation_checkpointing:
         policy.enable_activation_checkpointing()
     policy.train()
+    return policy
+
+
+def load_weights_from_rank0(policy: nn.Module, path: str, device: torch.device, read_dtype: torch.dtype) -> None:
+    """Materialize a sharded meta-device policy on ``device`` and fill it from the Hugging Face
+    folder ``path``, read once: rank 0 loads the checkpoint (in ``read_dtype``, its own dtype) and
+    ``set_model_state_dict(..., broadcast_from_rank0=True)`` broadcasts it tensor by tensor, each rank
+    keeping its shard (cast to the parameter's dtype); no other rank ever holds more than one full
+    tensor. Buffers (rotary frequencies, computed at construction, not in the checkpoint) are rank
+    0's, sent along. All ranks must call."""
+    import torch.distributed as dist
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    policy.to_empty(device=device)
+    full: dict = {}
+    buffers: list = [None]
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        from transformers import AutoModelForCausalLM
+
+        lm = AutoModelForCausalLM.from_pretrained(path, dtype=read_dtype)
+        full = lm.state_dict()
+        buffers = [{name: b.detach().cpu() for name, b in lm.named_buffers()}]
+        del lm
+    if dist.is_initialized():
+        set_model_state_dict(policy, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+        dist.broadcast_object_list(buffers, src=0)
+    else:  # one process, no sharding
+        policy.load_state_dict(full, strict=True)
+    del full
+    with torch.no_grad():
+        for name, value in buffers[0].items():
+            policy.get_buffer(name).copy_(value)
+
+
+def load_policy(path: str, dtype: torch.dtype, chunk_size: int, attn_implementation: str = "sdpa",
+                activation_checkpointing: bool = False) -> PolicyModule:
+    """A whole, unsharded :class:`PolicyModule` of the Hugging Face folder ``path`` on CPU (one
+    process, e.g. for tests)."""
+    from transformers import AutoConfig
+
+    policy = build_policy(AutoConfig.from_pretrained(path), dtype, chunk_size, attn_implementation,
+                          activation_checkpointing)
+    load_weights_from_rank0(policy, path, torch.device("cpu"), dtype)
     return policy
 
 

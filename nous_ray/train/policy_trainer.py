@@ -18,19 +18,20 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import torch
 import torch.distributed as dist
 
-from nous_ray.algo import policy_loss, tis_weights
+from nous_ray.algo import policy_loss
 from nous_ray.config import AlgoConfig, LearnerConfig, OptimConfig
 from nous_ray.samples import Sample
 from nous_ray.train import checkpoint as ckpt
 from nous_ray.train.dist import all_reduce_max, all_reduce_sum, free_port, init_distributed
-from nous_ray.train.hf_export import hf_named_tensors, write_hf_folder
+from nous_ray.train.gather import gather_to_rank0
+from nous_ray.train.hf_export import write_hf_folder
 from nous_ray.train.microbatch import MicroBatch, build_micro_batch, dummy_micro_batch
-from nous_ray.train.model import load_policy, shard_policy
+from nous_ray.train.model import build_policy, load_weights_from_rank0, shard_policy
 from nous_ray.train.optim import build_optimizer, lr_at, set_lr
 from nous_ray.train.packing import balance_across_ranks, pack_by_tokens, split_minibatches
 
@@ -107,16 +108,20 @@ class PolicyTrainer:
         mixed = self.device.type == "cuda"
         # GPU: float32 master weights, bf16 compute (MixedPrecisionPolicy). CPU: the model's dtype.
         load_dtype = torch.float32 if mixed else _dtype(dtype)
-        policy = load_policy(model_path, load_dtype, cfg.logprob_chunk_size, cfg.attn_implementation,
-                             cfg.activation_checkpointing)
         from transformers import AutoConfig
 
-        # Published and exported weights keep the folder's own dtype (from_pretrained overwrote
-        # the config's with the load dtype), so config.json and the weights agree.
-        self.export_dtype = _dtype(getattr(AutoConfig.from_pretrained(model_path), "dtype", None) or dtype)
+        config = AutoConfig.from_pretrained(model_path)
+        # Published and exported weights keep the folder's own dtype (the engines' dtype), so
+        # config.json and the weights agree; read before from_config writes the load dtype into it.
+        self.export_dtype = _dtype(getattr(config, "dtype", None) or dtype)
+        # Built on the meta device and sharded before any memory is allocated; then rank 0 alone
+        # reads the checkpoint and every rank receives only its shards.
+        policy = build_policy(config, load_dtype, cfg.logprob_chunk_size, cfg.attn_implementation,
+                              cfg.activation_checkpointing)
         self.pad_id = int(getattr(policy.config, "pad_token_id", None) or 0)
         mesh = init_device_mesh(self.device.type, (self.world,))
         self.policy = shard_policy(policy, mesh, mixed, cfg.reshard_after_forward)
+        load_weights_from_rank0(self.policy, model_path, self.device, self.export_dtype)
         self.configure_optimizer(cfg.optim)
 
     # ---------------------------------------------------------------- optimizer
@@ -128,7 +133,9 @@ class PolicyTrainer:
         self._reshard()
         self.optim_cfg = optim
         self.optimizer = build_optimizer(self.policy.parameters(), optim)
-        self.step = 0
+        # Optimizer steps (what the lr warm-up counts); a training step (one batch, one policy
+        # version) is learner.minibatches of them.
+        self.optimizer_step = 0
 
     def _clip_and_step(self) -> tuple[float, bool]:
         max_norm = self.optim_cfg.grad_clip if self.optim_cfg.grad_clip > 0 else float("inf")
@@ -142,7 +149,7 @@ class PolicyTrainer:
             return norm, False
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.step += 1
+        self.optimizer_step += 1
         return norm, True
 
     # ---------------------------------------------------------------- forward helpers
@@ -204,35 +211,54 @@ class PolicyTrainer:
 
     # ---------------------------------------------------------------- public steps
 
-    def train_step(self, samples: Sequence[Sample], temperature: float = 1.0) -> dict[str, Any]:
-        """One RL batch: ``learner.minibatches`` optimizer steps of ``algo.loss``.
+    def train_step(self, samples: Sequence[Sample], temperature: float = 1.0,
+                   policy_version: Optional[int] = None) -> dict[str, Any]:
+        """One training step on one RL batch: ``learner.minibatches`` optimizer steps of ``algo.loss``.
 
-        Every rank passes the same whole batch. The old policy of the ratio is the behaviour policy
-        (``Sample.logprobs``, the rollout engine's). With ``algo.tis_cap > 0`` the learner first
-        scores the whole batch with its pre-update weights and weights each token by
-        ``min(exp(learner_old - behaviour), cap)``.
+        Every rank passes the same whole batch. The old policy of the clipped ratio (see
+        :mod:`nous_ray.algo.losses` for the objectives):
 
-        Returns (the same on every rank) minibatch means of ``loss``, ``grad_norm``,
-        ``clip_fraction``, ``approx_kl``, ``entropy``, ``ratio_max``; ``losses`` and ``grad_norms``
-        per minibatch; ``lr`` of the last step; ``tokens`` (response tokens) and ``packed_tokens``
-        (all tokens run); ``micro_batches``; ``skipped_steps`` (non-finite gradient);
-        ``logprob_diff_mean``/``logprob_diff_max``: |learner - engine| log-prob on the same tokens
-        under the pre-update weights, over the whole batch with TIS, else over the first minibatch.
+        - ``algo.tis_cap == 0`` (coupled): the rollout engine's log-probs (``Sample.logprobs``);
+          every token weighs 1.
+        - ``algo.tis_cap > 0`` (decoupled): pi_prox, this learner's log-probs of the batch under the
+          weights it holds when this call starts (before any of its optimizer steps); each unit is
+          weighted by ``min(pi_prox / pi_engine, tis_cap)`` (per token for dapo, per sequence of
+          geometric means for gspo / gspo_plus). For the first minibatch pi_prox is its own training
+          forward, detached (same weights, same numbers); the other minibatches get one no-grad
+          forward before the first optimizer step. The engine's log-probs enter only through that
+          weight, whatever policy version sampled each token.
+
+        ``policy_version``: the version of the weights this step starts from (the driver's count of
+        training steps); samples of that version (staleness 0) get their own clip fraction.
+
+        Returns (the same on every rank) minibatch means of ``loss``, ``grad_norm``; fractions over the
+        batch's units (tokens for dapo, sequences for gspo / gspo_plus) ``clip_fraction`` (PPO clip
+        won), ``dual_clip_fraction``; ``clip_fraction_fresh`` over the units of staleness-0 samples
+        (only when there are some; ``fresh_units`` counts them); token means ``approx_kl``, ``entropy``;
+        ``ratio_max``; ``losses`` and ``grad_norms`` per minibatch; ``lr`` of the last step; ``tokens``
+        (response tokens) and ``packed_tokens`` (all tokens run); ``micro_batches``; ``skipped_steps``
+        (non-finite gradient); ``optimizer_step`` (optimizer steps done since the optimizer was built or
+        restored, what the lr warm-up counts); ``logprob_diff_mean``/``logprob_diff_max``: |learner -
+        engine| log-prob on the same tokens under the pre-update weights, over the whole batch when
+        decoupled, else over the first minibatch; decoupled only: ``tis_weight_mean`` and
+        ``tis_capped_fraction`` over units.
         """
         _check_samples("train_step", samples, need_logprobs=True)
         plans = self._plans(samples, self.cfg.minibatches)
-        learner_old = self._local_logprobs(samples, plans, temperature) if self.algo.tis_cap > 0 else None
-        name = self.algo.loss
+        algo, name = self.algo, self.algo.loss
+        decoupled = algo.tis_cap > 0
+        # pi_prox of minibatches 1.. (the first one's comes from its own forward below).
+        prox = self._local_logprobs(samples, plans[1:], temperature) if decoupled else {}
         losses, norms, lrs, skipped = [], [], [], 0
-        # Sums over the batch: clip count, clip units, kl * tokens, entropy sum, response tokens,
-        # packed tokens, |diff| sum, diff count, micro-batches.
-        acc = [0.0] * 9
+        keys = ("clip", "dual_clip", "units", "fresh_clip", "fresh_units", "tis_w", "tis_capped", "kl", "entropy",
+                "tokens", "packed", "diff", "diff_n", "micro")
+        acc = dict.fromkeys(keys, 0.0)
         ratio_max = diff_max = 0.0
         for k, plan in enumerate(plans):
             mb_samples = [samples[i] for i in plan.indices]
             n_tok = sum(len(s.response_ids) for s in mb_samples)
             n_seq = sum(1 for s in mb_samples if s.response_ids)
-            lr = lr_at(self.optim_cfg, self.step)
+            lr = lr_at(self.optim_cfg, self.optimizer_step)
             set_lr(self.optimizer, lr)
             self.optimizer.zero_grad(set_to_none=True)
             mb_loss = 0.0
@@ -242,70 +268,80 @@ class PolicyTrainer:
                     continue
                 mb = self._micro(samples, plan.bins[j], with_rl=True)
                 lp, ent = self._run(mb, temperature, with_entropy=True)
-                lp_pad = mb.to_padded(lp)
-                is_w = None
-                if learner_old is not None:
-                    old = torch.cat([learner_old[i] for i in mb.indices])
-                    is_w = tis_weights(mb.to_padded(old), mb.behaviour, self.algo.tis_cap)
-                loss, m = policy_loss(name, lp_pad, mb.behaviour, mb.advantages, mb.mask,
-                                      self.algo.clip_low, self.algo.clip_high, is_w,
-                                      num_tokens=n_tok, num_sequences=n_seq)
+                # This micro-batch's log-probs under the pre-update weights, where known.
+                pre = lp.detach() if k == 0 else (torch.cat([prox[i] for i in mb.indices]) if decoupled else None)
+                fresh = None if policy_version is None else \
+                    torch.tensor([samples[i].version == policy_version for i in mb.indices], device=lp.device)
+                loss, m = policy_loss(
+                    name, mb.to_padded(lp), mb.to_padded(pre) if decoupled else mb.behaviour, mb.advantages,
+                    mb.mask, algo.clip_low, algo.clip_high,
+                    behaviour_logprobs=mb.behaviour if decoupled else None,
+                    tis_cap=algo.tis_cap if decoupled else None,
+                    clip_ratio_c=algo.clip_ratio_c, log_ratio_clamp=algo.log_ratio_clamp, fresh=fresh,
+                    num_tokens=n_tok, num_sequences=n_seq)
                 (loss * self.world).backward()
-                units = m["num_tokens"] if name == "dapo" else m["num_sequences"]
+                units = float(m["num_tokens"] if name == "dapo" else m["num_sequences"])
                 tok = float(m["num_tokens"])
                 mb_loss += float(loss.detach())
-                acc[0] += float(m["clip_fraction"] * units)
-                acc[1] += float(units)
-                acc[2] += float(m["approx_kl"]) * tok
-                acc[3] += float(ent.sum())
-                acc[4] += tok
-                acc[5] += mb.num_tokens
-                acc[8] += 1
+                acc["clip"] += float(m["clip_fraction"]) * units
+                acc["dual_clip"] += float(m["dual_clip_fraction"]) * units
+                acc["units"] += units
+                acc["fresh_clip"] += float(m["clip_fraction_fresh"] * m["num_fresh_units"])
+                acc["fresh_units"] += float(m["num_fresh_units"])
+                acc["tis_w"] += float(m["tis_weight_mean"]) * units
+                acc["tis_capped"] += float(m["tis_capped_fraction"]) * units
+                acc["kl"] += float(m["approx_kl"]) * tok
+                acc["entropy"] += float(ent.sum())
+                acc["tokens"] += tok
+                acc["packed"] += mb.num_tokens
+                acc["micro"] += 1
                 ratio_max = max(ratio_max, float(m["ratio_max"]))
-                if learner_old is None and k == 0:
-                    d = (lp.detach() - mb.from_padded(mb.behaviour)).abs()
-                    acc[6] += float(d.sum())
-                    acc[7] += d.numel()
+                if pre is not None:
+                    d = (pre - mb.from_padded(mb.behaviour)).abs()
+                    acc["diff"] += float(d.sum())
+                    acc["diff_n"] += d.numel()
                     diff_max = max(diff_max, float(d.max()) if d.numel() else 0.0)
             norm, ok = self._clip_and_step()
             skipped += 0 if ok else 1
             losses.append(all_reduce_sum([mb_loss], self.device)[0])
             norms.append(norm)
             lrs.append(lr)
-        if learner_old is not None:
-            for i, lp in learner_old.items():
-                d = (lp - torch.tensor(samples[i].logprobs, dtype=lp.dtype, device=lp.device)).abs()
-                acc[6] += float(d.sum())
-                acc[7] += d.numel()
-                diff_max = max(diff_max, float(d.max()) if d.numel() else 0.0)
-        acc = all_reduce_sum(acc, self.device)
+        acc = dict(zip(keys, all_reduce_sum([acc[key] for key in keys], self.device)))
         ratio_max, diff_max = all_reduce_max([ratio_max, diff_max], self.device)
-        return {
+        out = {
             "loss": sum(losses) / len(losses),
             "losses": losses,
             "grad_norm": sum(norms) / len(norms),
             "grad_norms": norms,
-            "clip_fraction": acc[0] / max(acc[1], 1.0),
-            "approx_kl": acc[2] / max(acc[4], 1.0),
-            "entropy": acc[3] / max(acc[4], 1.0),
+            "clip_fraction": acc["clip"] / max(acc["units"], 1.0),
+            "dual_clip_fraction": acc["dual_clip"] / max(acc["units"], 1.0),
+            "fresh_units": int(acc["fresh_units"]),
+            "approx_kl": acc["kl"] / max(acc["tokens"], 1.0),
+            "entropy": acc["entropy"] / max(acc["tokens"], 1.0),
             "ratio_max": ratio_max,
-            "tokens": int(acc[4]),
-            "packed_tokens": int(acc[5]),
-            "micro_batches": int(acc[8]),
+            "tokens": int(acc["tokens"]),
+            "packed_tokens": int(acc["packed"]),
+            "micro_batches": int(acc["micro"]),
             "lr": lrs[-1],
             "minibatches": len(plans),
             "skipped_steps": skipped,
-            "logprob_diff_mean": acc[6] / max(acc[7], 1.0),
+            "logprob_diff_mean": acc["diff"] / max(acc["diff_n"], 1.0),
             "logprob_diff_max": diff_max,
-            "step": self.step,
+            "optimizer_step": self.optimizer_step,
         }
+        if acc["fresh_units"]:
+            out["clip_fraction_fresh"] = acc["fresh_clip"] / acc["fresh_units"]
+        if decoupled:
+            out["tis_weight_mean"] = acc["tis_w"] / max(acc["units"], 1.0)
+            out["tis_capped_fraction"] = acc["tis_capped"] / max(acc["units"], 1.0)
+        return out
 
     def sft_step(self, samples: Sequence[Sample]) -> dict[str, Any]:
         """One optimizer step of cross-entropy on response tokens (mean over the batch's tokens)."""
         _check_samples("sft_step", samples, need_logprobs=False)
         plan = self._plans(samples, 1)[0]
         n_tok = sum(len(s.response_ids) for s in samples)
-        lr = lr_at(self.optim_cfg, self.step)
+        lr = lr_at(self.optim_cfg, self.optimizer_step)
         set_lr(self.optimizer, lr)
         self.optimizer.zero_grad(set_to_none=True)
         total = 0.0
@@ -320,7 +356,7 @@ class PolicyTrainer:
             total += float(loss.detach())
         norm, ok = self._clip_and_step()
         return {"loss": all_reduce_sum([total], self.device)[0], "grad_norm": norm, "lr": lr,
-                "tokens": n_tok, "skipped_steps": 0 if ok else 1, "step": self.step}
+                "tokens": n_tok, "skipped_steps": 0 if ok else 1, "optimizer_step": self.optimizer_step}
 
     def compute_logprobs(self, samples: Sequence[Sample], temperature: float = 1.0) -> list[list[float]]:
         """The learner's log-probs of every sample's response tokens (the whole batch, on every rank)."""
@@ -338,7 +374,8 @@ class PolicyTrainer:
 
     def save_checkpoint(self, path: str, extra: Optional[dict] = None) -> str:
         self._reshard()
-        state = {"step": self.step, "optim": dataclasses.asdict(self.optim_cfg), "extra": extra or {}}
+        state = {"optimizer_step": self.optimizer_step, "optim": dataclasses.asdict(self.optim_cfg),
+                 "extra": extra or {}}
         return str(ckpt.save_checkpoint(path, self.policy, self.optimizer, state))
 
     def load_checkpoint(self, path: str) -> dict:
@@ -349,16 +386,40 @@ class PolicyTrainer:
         saved = ckpt.read_state(path)
         self.configure_optimizer(OptimConfig(**saved["optim"]))
         state = ckpt.load_checkpoint(path, self.policy, self.optimizer)
-        self.step = int(state["step"])
+        # "step": the key of checkpoints written before it was named optimizer_step.
+        self.optimizer_step = int(state.get("optimizer_step", state.get("step", 0)))
         return state.get("extra", {})
 
-    def full_weights(self) -> list[tuple[str, torch.Tensor]]:
-        """All ranks must call. Rank 0: ``(HF name, full CPU tensor)`` in the model's dtype; others: []."""
+    # ---------------------------------------------------------------- weights out (sync, export)
+
+    def weight_metas(self) -> list[tuple[str, tuple[int, ...], str]]:
+        """``(HF name, full shape, dtype name)`` of every weight as published, in order, without
+        gathering anything (the same on every rank). A tied head shares the embedding's parameter
+        and is listed once, as checkpoints store it."""
+        dt = str(self.export_dtype).removeprefix("torch.")
+        return [(name, tuple(p.shape), dt) for name, p in self.policy.named_parameters()]
+
+    def iter_weights(self, names: Sequence[str], outs: Optional[Sequence[torch.Tensor]] = None,
+                     device: Optional[torch.device] = None) -> Iterator[tuple[str, Optional[torch.Tensor]]]:
+        """All ranks must iterate it in step, with the same ``names``. Rank 0 gets each full weight
+        in the published dtype, written into ``outs`` when given, else a new tensor (moved to
+        ``device``); the other ranks send their shards and get None. One tensor crosses at a time."""
         self._reshard()
-        full = ckpt.full_model_state(self.policy)
-        if self.rank != 0:
-            return []
-        return hf_named_tensors(full, self.policy.tied, self.export_dtype)
+        params = dict(self.policy.named_parameters())
+        for j, name in enumerate(names):
+            t = gather_to_rank0(params[name], self.export_dtype, outs[j] if outs is not None else None)
+            yield name, (t.to(device) if t is not None and device is not None and outs is None else t)
+
+    def gather_weights(self, names: Sequence[str], outs: Optional[Sequence[torch.Tensor]] = None,
+                       device: Optional[torch.device] = None) -> list[Optional[torch.Tensor]]:
+        """:meth:`iter_weights` at once (for a bucket's tensors)."""
+        return [t for _, t in self.iter_weights(names, outs, device)]
+
+    def full_weights(self) -> list[tuple[str, torch.Tensor]]:
+        """All ranks must call. Rank 0: ``(HF name, full CPU tensor)`` in the published dtype; others: []."""
+        names = [m[0] for m in self.weight_metas()]
+        got = self.gather_weights(names, device=torch.device("cpu"))
+        return list(zip(names, got)) if self.rank == 0 else []
 
     def full_optimizer_state(self) -> dict:
         """All ranks must call; rank 0 gets the unsharded optimizer state (for tests and inspection)."""

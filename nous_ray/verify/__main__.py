@@ -1,4 +1,4 @@
-"""``python -m nous_ray.verify INPUT.jsonl [--backend local|modal] [--workers N] [-o OUT.jsonl]``.
+"""``python -m nous_ray.verify INPUT.jsonl [--backend local|modal] [--workers N] [--isolation bwrap|none] [-o OUT.jsonl]``.
 
 Each input line: ``{"problem": <Problem record>, "completion": "<model text>"}``. Each output line,
 same order: ``{"id", "verdict", "reward", "tests_run", "cpu_s"}``. A broken line is reported with its
@@ -15,6 +15,7 @@ from collections import Counter
 from nous_ray.config import VerifierConfig
 from nous_ray.data.problem import Problem, ProblemFormatError
 from nous_ray.verify.backend import make_backend
+from nous_ray.verify.isolation import ISOLATIONS, SandboxUnavailable
 from nous_ray.verify.result import Verdict, VerifyResult
 
 
@@ -39,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("input", help="JSONL of {problem, completion}")
     ap.add_argument("--backend", choices=["local", "modal"], default="local")
     ap.add_argument("--workers", type=int, default=0, help="local sandbox processes (0 = cores)")
+    ap.add_argument("--isolation", choices=ISOLATIONS, default=VerifierConfig().isolation,
+                    help="local sandbox: bwrap (namespaces) or none (explicitly unsandboxed)")
     ap.add_argument("-o", "--output", help="JSONL of verdicts (default: stdout)")
     ap.add_argument("--chunk", type=int, default=64, help="items per batch handed to the backend")
     args = ap.parse_args(argv)
@@ -56,11 +59,16 @@ def main(argv: list[str] | None = None) -> int:
                 bad += 1
                 print(f"error: {e}", file=sys.stderr)
                 items.append((lineno, None, str(e)))
-    cfg = VerifierConfig(backend=args.backend, workers=args.workers)
+    cfg = VerifierConfig(backend=args.backend, workers=args.workers, isolation=args.isolation)
+    try:
+        backend = make_backend(cfg)
+    except SandboxUnavailable as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     counts: Counter = Counter()
     try:
-        with make_backend(cfg) as backend, tqdm(total=len(items), file=sys.stderr, unit="item") as bar:
+        with backend, tqdm(total=len(items), file=sys.stderr, unit="item") as bar:
             for start in range(0, len(items), args.chunk):
                 chunk = items[start:start + args.chunk]
                 good = [it for _, it, _ in chunk if it is not None]

@@ -16,11 +16,12 @@ import threading
 import time
 from typing import Sequence
 
+from nous_ray.config import VerifierConfig
 from nous_ray.data.problem import Problem
 from nous_ray.verify.extract import extract_code
 from nous_ray.verify.judge import JudgeSettings, judge_program
 from nous_ray.verify.result import Verdict, VerifyResult
-from nous_ray.verify.sandbox import InfraError, SandboxWorker
+from nous_ray.verify.sandbox import InfraError, SandboxWorker, check_sandbox
 
 Item = tuple[Problem, str]
 
@@ -64,10 +65,18 @@ class VerifierBackend:
 
 
 class LocalBackend(VerifierBackend):
-    """A pool of fork-servers, one thread each, sized to the cores (``cfg.workers``, 0 = all)."""
+    """A pool of fork-servers, one thread each, sized to the cores (``cfg.workers``, 0 = all).
+
+    Refuses to start (SandboxUnavailable, naming the cause and the fix) where programs cannot be
+    isolated as ``cfg.isolation`` says.
+    """
 
     def __init__(self, cfg=None, workers: int | None = None):
         self.settings = JudgeSettings.from_config(cfg) if cfg is not None else JudgeSettings()
+        defaults = VerifierConfig()
+        self.isolation = getattr(cfg, "isolation", defaults.isolation)
+        self.sandbox_uid = getattr(cfg, "sandbox_uid", defaults.sandbox_uid)
+        check_sandbox(self.isolation, self.sandbox_uid)
         n = workers if workers else (getattr(cfg, "workers", 0) or os.cpu_count() or 1)
         self.n_workers = max(1, int(n))
         self.delay_s = float(getattr(cfg, "debug_delay_s", 0.0) or 0.0)
@@ -86,7 +95,7 @@ class LocalBackend(VerifierBackend):
                 self._threads.append(t)
 
     def _serve(self) -> None:
-        worker = SandboxWorker()
+        worker = SandboxWorker(self.isolation, self.sandbox_uid)
         try:
             while True:
                 job = self._jobs.get()

@@ -12,12 +12,15 @@ descriptor. The judge process compares everything. Exit statuses the program cou
 
 from __future__ import annotations
 
+import atexit
+import builtins
 import io
 import json
 import numbers
 import os
 import resource
 import sys
+import types
 
 # Exit statuses of the child (anything else, or a signal, is a runtime error).
 EXIT_OK = 0
@@ -41,6 +44,7 @@ LCB_PRELUDE = (
 )
 MEMORY_FRAME = RESULT_MAGIC + b"M" + b"%016x" % 0
 RECURSION_LIMIT = 50_000  # LiveCodeBench's
+INT_MAX_STR_DIGITS = 50_000  # LiveCodeBench's (sys.set_int_max_str_digits)
 
 # One thread for every BLAS/OpenMP runtime: numpy stays importable under the address-space limit
 # (a thread pool reserves a stack per core) and a test uses the one core it is given.
@@ -58,11 +62,45 @@ CHILD_ENV = {
 }
 
 
-def build_prelude_namespace() -> dict:
-    """The globals a program starts from (LiveCodeBench's imports); built once in the fork-server."""
-    ns: dict = {}
-    exec(compile(LCB_PRELUDE, "<prelude>", "exec"), ns)
-    return ns
+class Warm:
+    """Built once in the fork-server, used as they are by each child (its copy-on-write copy): the
+    standard streams over descriptors 0, 1, 2 and the program's module (``__main__`` for stdin
+    programs, ``solution`` for call-based ones) holding LiveCodeBench's imports. Building them in a
+    child would write to every object they refer to (reference counts), copying those pages."""
+
+    def __init__(self):
+        self.stdin = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)),
+                                      encoding="utf-8", errors="strict")
+        self.stdout = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False)),
+                                       encoding="utf-8", errors="strict")
+        self.stderr = io.TextIOWrapper(io.BufferedWriter(io.FileIO(2, "w", closefd=False)),
+                                       encoding="utf-8", errors="backslashreplace", line_buffering=True)
+        self.argv = ["main.py"]
+        # The fork-server's own streams stay referenced: replaced in a child, they would otherwise be
+        # freed there, and freeing writes to (so copies) the pages they sit on.
+        self.replaced = (sys.stdin, sys.stdout, sys.stderr, sys.__stdin__, sys.__stdout__, sys.__stderr__,
+                         sys.argv)
+        prelude: dict = {}
+        exec(compile(LCB_PRELUDE, "<prelude>", "exec"), prelude)
+        prelude.pop("__doc__", None)
+        prelude.update(stdin=self.stdin, stdout=self.stdout, stderr=self.stderr, argv=self.argv,
+                       __file__="main.py", __builtins__=builtins, __spec__=None, __loader__=None)
+        self.modules = {}
+        for name in ("__main__", "solution"):
+            mod = types.ModuleType(name)
+            mod.__dict__.update(prelude)
+            mod.__name__ = name
+            self.modules[name] = mod
+
+    def enter(self, name: str):
+        """In the child: the fresh streams become the process's, the module becomes ``name``."""
+        sys.stdin = sys.__stdin__ = self.stdin
+        sys.stdout = sys.__stdout__ = self.stdout
+        sys.stderr = sys.__stderr__ = self.stderr
+        sys.argv = self.argv
+        mod = self.modules[name]
+        sys.modules[name] = mod
+        return mod
 
 
 def _set_limits(cpu_s: int, memory_bytes: int, output_bytes: int, nproc: int) -> None:
@@ -73,10 +111,6 @@ def _set_limits(cpu_s: int, memory_bytes: int, output_bytes: int, nproc: int) ->
     resource.setrlimit(resource.RLIMIT_FSIZE, (output_bytes + 1, output_bytes + 1))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
-
-
-_CAP_SETUID, _CAP_SETGID = 7, 6
-_PR_SET_KEEPCAPS = 8
 
 
 _LIBC = None
@@ -91,78 +125,57 @@ def _libc():
     return _LIBC
 
 
-_CAPS: dict = {}
+_NO_CAPS: tuple = ()
 
 
-def _capset(bits: int) -> None:
+def _drop_capabilities() -> None:
+    """Clear every capability of this process (the fork-server's CAP_SYS_ADMIN in its sandbox, or
+    root's when unsandboxed); no_new_privs, set with the seccomp filter, keeps exec from granting any."""
+    if _LIBC.capset(*_NO_CAPS) != 0:
+        import ctypes
+
+        raise OSError(ctypes.get_errno(), "capset failed")
+
+
+def _clear_inheritable_capabilities() -> None:
+    """The fork-server needs its permitted capabilities, never inheritable or ambient ones (which
+    bubblewrap sets for --cap-add): clear those, so a test that leaves uid 0 is left with none at all."""
     import ctypes
 
-    if bits not in _CAPS:
-        header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this thread
-        data = (ctypes.c_uint32 * 6)(bits, bits, 0, 0, 0, 0)  # effective, permitted, inheritable x2
-        _CAPS[bits] = (header, data)
-    if _libc().capset(*_CAPS[bits]) != 0:
+    header = (ctypes.c_uint32 * 2)(0x20080522, 0)
+    data = (ctypes.c_uint32 * 6)()
+    if _libc().capget(header, data) != 0:
+        raise OSError(ctypes.get_errno(), "capget failed")
+    data[2] = data[5] = 0  # inheritable, both words; the ambient set follows it down
+    if _libc().capset(header, data) != 0:
         raise OSError(ctypes.get_errno(), "capset failed")
 
 
 def prepare() -> None:
     """Called once in the fork-server: load what every child would otherwise load again."""
-    _libc()
-    _capset_prepared = [(1 << _CAP_SETUID) | (1 << _CAP_SETGID), 0]
-    if os.geteuid() == 0:
-        import ctypes
+    import ctypes
 
-        for bits in _capset_prepared:
-            _CAPS[bits] = ((ctypes.c_uint32 * 2)(0x20080522, 0), (ctypes.c_uint32 * 6)(bits, bits, 0, 0, 0, 0))
+    global _NO_CAPS
+    _clear_inheritable_capabilities()
+    # Resolve the C functions a child calls here, once (CDLL caches them): resolving them in every
+    # child costs page faults.
+    for name in ("capset", "prctl"):
+        getattr(_libc(), name)
+    # capset(2) arguments: _LINUX_CAPABILITY_VERSION_3 for this thread, all sets empty.
+    _NO_CAPS = ((ctypes.c_uint32 * 2)(0x20080522, 0), (ctypes.c_uint32 * 6)())
+    # LiveCodeBench's evaluator raises the limit on int <-> str conversions to 50,000 digits.
+    if hasattr(sys, "set_int_max_str_digits"):
+        sys.set_int_max_str_digits(INT_MAX_STR_DIGITS)
     os.environ.clear()
     os.environ.update(CHILD_ENV)
 
 
-def _drop_privileges(uid: int, keep_root_files: bool) -> None:
-    """As root, become an unprivileged user of our own: RLIMIT_NPROC then applies (root ignores it)
-    and the program can no longer signal or trace the judge.
-
-    ``keep_root_files``: the interpreter lives where only root may read (e.g. under /root), so file
-    access keeps uid 0 (``setfsuid``) while every other check uses the sandbox uid; the program then
-    reads what root can read, and the judge relies on being non-dumpable to keep its memory private.
-    """
-    if os.geteuid() != 0 or uid < 0:
-        return
-    libc = _libc()
+def _become_test_user(uid: int) -> None:
+    """In a sandbox that maps a second uid (the judge runs as root), run the test as that uid: the
+    fork-server's own uid can then neither be signalled nor traced, and RLIMIT_NPROC applies."""
     os.setgroups([])
-    if keep_root_files:
-        libc.prctl(_PR_SET_KEEPCAPS, 1, 0, 0, 0)
     os.setresgid(uid, uid, uid)
     os.setresuid(uid, uid, uid)
-    if keep_root_files:
-        _capset((1 << _CAP_SETUID) | (1 << _CAP_SETGID))
-        libc.setfsgid(0)
-        libc.setfsuid(0)
-        _capset(0)
-        libc.prctl(_PR_SET_KEEPCAPS, 0, 0, 0, 0)
-
-
-def interpreter_readable_by(uid: int) -> bool:
-    """Whether a process of ``uid`` can import the standard library and site-packages (probe child)."""
-    if os.geteuid() != 0:
-        return True
-    import sysconfig
-
-    paths = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
-    pid = os.fork()
-    if pid == 0:
-        ok = 0
-        try:
-            os.setgroups([])
-            os.setresgid(uid, uid, uid)
-            os.setresuid(uid, uid, uid)
-            for p in paths:
-                os.listdir(p)
-        except BaseException:
-            ok = 1
-        os._exit(ok)
-    _, status = os.waitpid(pid, 0)
-    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
 
 
 def _json_default(o):
@@ -188,24 +201,12 @@ def _encode_result(value) -> bytes:
     return RESULT_MAGIC + b"V" + b"%016x" % len(payload) + payload
 
 
-def _reopen_std_streams() -> None:
-    # Fresh text layers over the real descriptors 0/1/2 (the fork-server's objects may hold state).
-    sys.stdin = sys.__stdin__ = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)),
-                                                 encoding="utf-8", errors="strict")
-    sys.stdout = sys.__stdout__ = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False)),
-                                                   encoding="utf-8", errors="strict")
-    sys.stderr = sys.__stderr__ = io.TextIOWrapper(io.BufferedWriter(io.FileIO(2, "w", closefd=False)),
-                                                   encoding="utf-8", errors="backslashreplace",
-                                                   line_buffering=True)
-
-
 def _finish_like_interpreter_exit() -> None:
     """What a real interpreter does at exit: join non-daemon threads (the ``threading.stack_size``
     idiom runs ``main`` in one), run atexit handlers, flush the standard streams."""
-    import atexit
-    import threading
-
-    threading._shutdown()  # type: ignore[attr-defined]
+    threading = sys.modules.get("threading")  # no threads without it
+    if threading is not None:
+        threading._shutdown()  # type: ignore[attr-defined]
     atexit._run_exitfuncs()
     for s in (sys.stdout, sys.stderr):
         try:
@@ -227,15 +228,34 @@ def _exit_status_of(e: SystemExit) -> int:
     return EXIT_EXCEPTION
 
 
-def run_child(code, *, prelude: dict, call_fn: str | None, stdin_fd: int, stdout_fd: int,
+def _lock_down(uid: int | None, syscall_filter, setup_fd: int) -> None:
+    """The last steps before the program: its uid, no capabilities, the seccomp filter. Then tell the
+    fork-server the sandbox is complete (the program cannot fake this: the descriptor is closed)."""
+    try:
+        if uid is not None:
+            _become_test_user(uid)  # leaving uid 0 clears every capability
+        else:
+            _drop_capabilities()
+        if syscall_filter is not None:
+            syscall_filter.install(_LIBC)
+    except BaseException as e:
+        os.write(setup_fd, f"lock-down failed: {type(e).__name__}: {e}".encode()[:4000])
+        os._exit(EXIT_EXCEPTION)
+    os.write(setup_fd, b"ok")
+    os.close(setup_fd)
+
+
+def run_child(code, *, warm: Warm, call_fn: str | None, stdin_fd: int, stdout_fd: int,
               stderr_fd: int, result_fd: int, workdir: str, cpu_limit_s: int, memory_bytes: int,
-              output_bytes: int, nproc: int, uid: int, keep_root_files: bool = False) -> None:
+              output_bytes: int, nproc: int, uid: int | None, syscall_filter, setup_fd: int) -> None:
     """Never returns: runs ``code`` (a compiled module) and ``os._exit``s with a status.
 
-    ``call_fn`` None: standard-input mode, the program runs as ``__main__``. Otherwise call-based:
-    stdin_fd holds the arguments (one JSON value per line); the program's globals are built, then
-    ``Solution().<call_fn>(*args)`` (or the top-level function) is called and its JSON written to
-    ``result_fd``; the program's own stdout goes to ``stdout_fd`` (discarded by the judge).
+    ``call_fn`` None: standard-input mode, the program runs as the ``__main__`` module (a real one:
+    pickle finds the classes it defines). Otherwise call-based: stdin_fd holds the arguments (one JSON
+    value per line); the program's module (``solution``) is run, then ``Solution().<call_fn>(*args)``
+    (or the top-level function) is called
+    and its JSON written to ``result_fd``; the program's own stdout goes to ``stdout_fd`` (discarded by
+    the judge). ``setup_fd`` receives "ok" once the sandbox is complete, before any program code runs.
     """
     status = EXIT_EXCEPTION
     private = -1
@@ -251,9 +271,9 @@ def run_child(code, *, prelude: dict, call_fn: str | None, stdin_fd: int, stdout
         os.dup2(stderr_fd, 2)
         # The private result descriptor, in both modes (stdio uses it only to report MemoryError).
         private = os.dup(result_fd)
-        # Only 0, 1, 2 (and the private result descriptor) survive: the program must not reach the
-        # fork-server's channel to the judge.
-        keep = sorted({0, 1, 2, private} - {-1})
+        # Only 0, 1, 2, the private result descriptor and the set-up pipe survive: the program must
+        # not reach the fork-server's channel to the judge.
+        keep = sorted({0, 1, 2, private, setup_fd})
         lo = 3
         for k in keep:
             if k >= lo:
@@ -263,20 +283,16 @@ def run_child(code, *, prelude: dict, call_fn: str | None, stdin_fd: int, stdout
         os.chdir(workdir)
         # The fork-server's environment is already CHILD_ENV (prepare); only the paths differ.
         os.environ["HOME"] = os.environ["TMPDIR"] = workdir
+        # Locked down first: a memory limit below what the interpreter already maps then fails the
+        # program (MemoryError: -1), not the sandbox's set-up.
+        _lock_down(uid, syscall_filter, setup_fd)
         _set_limits(cpu_limit_s, memory_bytes, output_bytes, nproc)
-        _drop_privileges(uid, keep_root_files)
-        _reopen_std_streams()
-        sys.argv = ["main.py"]
         sys.path[0] = workdir
         sys.setrecursionlimit(RECURSION_LIMIT)
-        g = prelude  # the fork-server's copy is untouched: this process is disposable
-        g.update(stdin=sys.stdin, stdout=sys.stdout, stderr=sys.stderr, argv=sys.argv,
-                 __name__="__main__" if call_fn is None else "solution", __file__="main.py",
-                 __builtins__=__builtins__)
-        g.pop("__doc__", None)
         if call_fn is None:
+            mod = warm.enter("__main__")
             try:
-                exec(code, g)
+                exec(code, mod.__dict__)
                 status = EXIT_OK
             except SystemExit as e:
                 status = _exit_status_of(e)
@@ -284,6 +300,7 @@ def run_child(code, *, prelude: dict, call_fn: str | None, stdin_fd: int, stdout
         else:
             args = [json.loads(line) for line in args_text.split("\n") if line.strip()]
             del args_text
+            g = warm.enter("solution").__dict__
             try:
                 exec(code, g)
                 sol = g.get("Solution")

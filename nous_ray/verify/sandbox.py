@@ -3,6 +3,7 @@
 The judge creates every descriptor a test uses (memfds for stdin, stdout, stderr and the call-based
 result) and hands them to the fork-server with SCM_RIGHTS; after the run it reads them itself. So the
 fork-server, and every child forked from it, never holds an expected output nor another run's output.
+Where the fork-server runs (a bubblewrap sandbox, or unsandboxed) is :mod:`isolation`'s business.
 """
 
 from __future__ import annotations
@@ -13,22 +14,23 @@ import signal
 import socket
 import struct
 import subprocess
-import sys
 from dataclasses import dataclass
 
+from nous_ray.config import VerifierConfig
 from nous_ray.verify import child
+from nous_ray.verify.isolation import InfraError, Launch, SandboxUnavailable, unavailable
 
-FORKSERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "forkserver.py")
+__all__ = ["InfraError", "SandboxUnavailable", "SandboxWorker", "RunLimits", "RawRun", "WorkerDied",
+           "check_sandbox"]
+
+_DEFAULTS = VerifierConfig()
 _HDR = struct.Struct("<I")
 STDERR_TAIL = 2000
+RESULT_CAP = 1 << 26  # the call-based result frame is never read past this
 
 
 class WorkerDied(RuntimeError):
     """The fork-server stopped answering (crashed, was killed, or hung)."""
-
-
-class InfraError(RuntimeError):
-    """The sandbox cannot run at all (fork-server does not start): no reward for the sample."""
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,7 @@ class RunLimits:
     wall_limit_s: float  # the fork-server kills the process group after this
     memory_bytes: int  # RLIMIT_AS
     output_bytes: int  # cap on stdout (and any file the program writes)
-    nproc: int  # RLIMIT_NPROC of the sandbox user
+    nproc: int  # RLIMIT_NPROC: threads of one test (process creation is denied outright)
 
 
 @dataclass
@@ -47,20 +49,19 @@ class RawRun:
     cpu_s: float
     wall_s: float
     wall_killed: bool
-    stdout: bytes
-    stdout_overflow: bool
-    result: bytes  # call-based result channel, raw
+    stdout: bytes  # empty when stdout_size is over the read cap of run()
+    stdout_overflow: bool  # over the output cap (RLIMIT_FSIZE stopped it)
+    result: bytes  # call-based result channel, raw; empty when result_size is over the read cap
     stderr_tail: str
     timing: tuple = ()  # fork-server side: setup+fork, child lifetime, reap+cleanup (seconds)
+    stdout_size: int = -1  # bytes the program wrote (-1: as long as ``stdout``)
+    result_size: int = -1
 
-
-def _set_dumpable(on: bool) -> None:
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(4, 1 if on else 0, 0, 0, 0)  # PR_SET_DUMPABLE
-    except Exception:
-        pass
+    def __post_init__(self):
+        if self.stdout_size < 0:
+            self.stdout_size = len(self.stdout)
+        if self.result_size < 0:
+            self.result_size = len(self.result)
 
 
 def _memfd(name: str, data: bytes = b"") -> int:
@@ -72,9 +73,10 @@ def _memfd(name: str, data: bytes = b"") -> int:
     return fd
 
 
-def _read_capped(fd: int, cap: int) -> tuple[bytes, int]:
+def _read_unless_over(fd: int, cap: int) -> tuple[bytes, int]:
+    """(the whole file, its size); nothing is read when it is larger than ``cap``."""
     size = os.fstat(fd).st_size
-    want = min(size, cap)
+    want = size if size <= cap else 0
     chunks, off = [], 0
     while off < want:
         b = os.pread(fd, min(want - off, 1 << 24), off)
@@ -86,10 +88,16 @@ def _read_capped(fd: int, cap: int) -> tuple[bytes, int]:
 
 
 class SandboxWorker:
-    """One fork-server process. Not thread-safe: one caller at a time."""
+    """One fork-server process. Not thread-safe: one caller at a time.
 
-    def __init__(self, python: str | None = None, reply_grace_s: float = 10.0):
-        self.python = python or sys.executable
+    bubblewrap's ``--die-with-parent`` ties the sandbox to the thread that starts it: start a worker
+    from the thread that keeps using it (the local backend's threads live as long as the pool).
+    """
+
+    def __init__(self, isolation: str = _DEFAULTS.isolation, sandbox_uid: int = _DEFAULTS.sandbox_uid,
+                 reply_grace_s: float = 10.0):
+        self.isolation = isolation
+        self.sandbox_uid = sandbox_uid
         self.reply_grace_s = reply_grace_s
         self.proc: subprocess.Popen | None = None
         self.sock: socket.socket | None = None
@@ -98,33 +106,47 @@ class SandboxWorker:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
+        """Start the fork-server; InfraError (SandboxUnavailable: the machine cannot isolate) if not."""
         self.close()
-        if os.geteuid() == 0:
-            # Children may keep root's file access (see child._drop_privileges); a non-dumpable
-            # judge cannot be read through /proc/<pid>/mem by anything lacking CAP_SYS_PTRACE.
-            # (Root's own tools keep that capability, so nothing else changes for them.)
-            _set_dumpable(False)
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        err = os.memfd_create("forkserver-stderr", os.MFD_CLOEXEC)
+        launch = None
         try:
-            env = dict(child.CHILD_ENV)
+            launch = Launch(self.isolation, theirs.fileno(), self.sandbox_uid)
             self.proc = subprocess.Popen(
-                [self.python, "-u", FORKSERVER, str(theirs.fileno())], pass_fds=[theirs.fileno()],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                env=env, cwd="/", start_new_session=True)
+                launch.argv, pass_fds=launch.fds, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=err, env=dict(child.CHILD_ENV), cwd="/", start_new_session=True)
         except OSError as e:
             mine.close()
-            raise InfraError(f"cannot start the fork-server with {self.python}: {e}") from e
+            os.close(err)
+            raise InfraError(f"cannot start the fork-server ({self.isolation}): {e}") from e
+        except BaseException:
+            mine.close()
+            os.close(err)
+            raise
         finally:
             theirs.close()
+            if launch is not None:
+                launch.close()
         self.sock = mine
         self.pid = self.proc.pid
         try:
             reply = self._call({"op": "ping"}, timeout=60.0)
         except WorkerDied as e:
             self.close()
-            raise InfraError(f"fork-server did not start: {e}") from e
+            tail = os.pread(err, 4000, max(0, os.fstat(err).st_size - 4000)).decode("utf-8", "replace")
+            os.close(err)
+            if self.isolation == "none":
+                raise InfraError(f"fork-server did not start: {e}: {tail.strip()[-1000:]}") from e
+            raise unavailable(tail, str(e)) from e
+        os.close(err)
         if "pong" not in reply:
+            self.kill()
             raise InfraError(f"fork-server answered {reply!r} to ping")
+        if reply.get("check"):
+            self.kill()
+            raise SandboxUnavailable(f"verifier.isolation={self.isolation}: a trial test cannot run in the "
+                                     f"sandbox: {reply['check']}")
         self.info = reply
 
     def close(self) -> None:
@@ -161,7 +183,12 @@ class SandboxWorker:
         body = json.dumps(msg).encode()
         try:
             self.sock.settimeout(timeout)
-            socket.send_fds(self.sock, [_HDR.pack(len(body)) + body], list(fds))
+            frame = memoryview(_HDR.pack(len(body)) + body)
+            # One sendmsg carries the descriptors and as much of the frame as the socket takes; a large
+            # program needs the rest sent after it.
+            sent = socket.send_fds(self.sock, [frame], list(fds))
+            if sent < len(frame):
+                self.sock.sendall(frame[sent:])
             (n,) = _HDR.unpack(self._recv_exact(_HDR.size))
             reply = json.loads(self._recv_exact(n))
         except (OSError, EOFError, ValueError, struct.error) as e:
@@ -188,25 +215,53 @@ class SandboxWorker:
         reply = self._call({"op": "load", "code": code}, timeout=60.0)
         return None if reply.get("ok") else str(reply.get("error", "compile error"))
 
-    def run(self, stdin: bytes, limits: RunLimits, call_fn: str | None = None) -> RawRun:
-        """Run the loaded program once. Raises WorkerDied if the fork-server fails."""
+    def run(self, stdin: bytes, limits: RunLimits, call_fn: str | None = None,
+            read_cap: int | None = None) -> RawRun:
+        """Run the loaded program once. Raises WorkerDied if the fork-server fails, InfraError if the
+        test's sandbox could not be built. Output larger than ``read_cap`` bytes is not read (its
+        size is reported): the judge decides without holding it."""
         fds = [_memfd("stdin", stdin), _memfd("stdout"), _memfd("stderr"), _memfd("result")]
+        cap = limits.output_bytes if read_cap is None else min(read_cap, limits.output_bytes)
         try:
             req = {"op": "run", "call_fn": call_fn, "cpu_limit_s": limits.cpu_limit_s,
                    "wall_limit_s": limits.wall_limit_s, "memory_bytes": limits.memory_bytes,
                    "output_bytes": limits.output_bytes, "nproc": limits.nproc}
             reply = self._call(req, fds, timeout=limits.wall_limit_s + self.reply_grace_s)
+            if "setup_failed" in reply:
+                raise InfraError(f"fork-server {self.pid}: the test's sandbox failed: {reply['setup_failed']}")
             if "error" in reply:
                 raise WorkerDied(f"fork-server {self.pid}: {reply['error']}")
-            out, out_size = _read_capped(fds[1], limits.output_bytes)
+            out, out_size = _read_unless_over(fds[1], cap)
             err_size = os.fstat(fds[2]).st_size
             err = os.pread(fds[2], STDERR_TAIL, max(0, err_size - STDERR_TAIL))
-            result, _ = _read_capped(fds[3], 1 << 26)
+            result, result_size = _read_unless_over(fds[3], min(cap, RESULT_CAP))
             return RawRun(status=int(reply["status"]), signal=int(reply["signal"]),
                           cpu_s=float(reply["cpu_s"]), wall_s=float(reply["wall_s"]),
                           wall_killed=bool(reply["wall_killed"]), stdout=out,
                           stdout_overflow=out_size > limits.output_bytes, result=result,
-                          stderr_tail=err.decode("utf-8", "replace"), timing=tuple(reply.get("timing", ())))
+                          stderr_tail=err.decode("utf-8", "replace"), timing=tuple(reply.get("timing", ())),
+                          stdout_size=out_size, result_size=result_size)
         finally:
             for fd in fds:
                 os.close(fd)
+
+
+_CHECKED: set = set()
+
+
+def check_sandbox(isolation: str = _DEFAULTS.isolation, sandbox_uid: int = _DEFAULTS.sandbox_uid) -> None:
+    """Refuse to go on where programs cannot be isolated as configured: start one fork-server (its
+    trial test included) and raise SandboxUnavailable naming the cause and the fix. Once per process."""
+    key = (isolation, sandbox_uid)
+    if key in _CHECKED:
+        return
+    w = SandboxWorker(isolation, sandbox_uid)
+    try:
+        w.start()
+    except SandboxUnavailable:
+        raise
+    except InfraError as e:
+        raise SandboxUnavailable(f"verifier.isolation={isolation}: {e}") from e
+    finally:
+        w.close()
+    _CHECKED.add(key)

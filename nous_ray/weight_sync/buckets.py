@@ -8,13 +8,21 @@ broadcast in one collective.
 
 Layout of a bucket: tensors back to back in the order given, each starting at an offset aligned to
 :data:`ALIGN` bytes so that a byte slice can be re-viewed as the tensor's dtype without a copy.
+
+Buckets end at layer boundaries: the tensors of one decoder layer (names sharing their outermost index,
+``model.layers.7.*``) never straddle two buckets, unless the bucket is the layer alone and bigger than
+the limit. vLLM's in-place reload processes a layer once all of its weights have arrived and holds the
+tensors it was given until then (``vllm/model_executor/model_loader/reload/layerwise.py``); a receiver
+that reuses its bucket buffers may overwrite a bucket only once every layer in it is complete, which
+this guarantees. The split is a pure function of names, shapes and dtypes, so a receiver computes the
+same tables (:func:`plan_buckets`) before any byte arrives.
 """
 
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -78,6 +86,103 @@ def _as_bytes(name: str, t) -> torch.Tensor:
     return t.contiguous().reshape(-1).view(torch.uint8)
 
 
+def layer_key(name: str) -> str | None:
+    """The name up to its outermost integer segment (``model.layers.7``), or None for a name outside
+    any stack of layers (embeddings, final norm, head): the unit a bucket never splits."""
+    parts = name.split(".")
+    for i, part in enumerate(parts):
+        if part.isdigit():
+            return ".".join(parts[: i + 1])
+    return None
+
+
+_T = TypeVar("_T")
+
+
+def _layer_groups(items: Iterable[_T], name_of: Callable[[_T], str]) -> Iterator[list[_T]]:
+    """Consecutive items of one layer as a list; an item outside any layer is a group alone. Lazy:
+    a group is yielded as soon as it is known to be complete."""
+    group: list[_T] = []
+    key = None
+    for item in items:
+        k = layer_key(name_of(item))
+        if group and (k is None or k != key):
+            yield group
+            group = []
+        if k is None:
+            yield [item]
+            continue
+        group.append(item)
+        key = k
+    if group:
+        yield group
+
+
+def _layout(start: int, sizes: Sequence[int]) -> tuple[list[int], int]:
+    """Aligned offsets of tensors of ``sizes`` bytes placed from byte ``start``; returns (offsets, end)."""
+    offsets = []
+    end = start
+    for n in sizes:
+        end = _align(end)
+        offsets.append(end)
+        end += n
+    return offsets, end
+
+
+def _split(groups: Iterable[list[_T]], nbytes_of: Callable[[_T], int], bucket_bytes: int) -> Iterator[list[_T]]:
+    """Whole groups into buckets of at most ``bucket_bytes`` (a group bigger than that alone)."""
+    if not isinstance(bucket_bytes, int) or bucket_bytes <= 0:
+        raise ValueError(f"pack_buckets: bucket_bytes must be a positive int, got {bucket_bytes!r}")
+    pending: list[_T] = []
+    used = 0
+    for g in groups:
+        sizes = [nbytes_of(x) for x in g]
+        _, end = _layout(used, sizes)
+        if pending and end > bucket_bytes:
+            yield pending
+            pending = []
+            _, end = _layout(0, sizes)
+        pending.extend(g)
+        used = end
+    if pending:
+        yield pending
+
+
+def _table(entries: Sequence[tuple[str, tuple[int, ...], str, int]]) -> tuple[Bucket, int]:
+    """A bucket's table from ``(name, shape, dtype name, nbytes)``; returns (table, total bytes)."""
+    offsets, end = _layout(0, [n for *_, n in entries])
+    return Bucket([e[0] for e in entries], [tuple(e[1]) for e in entries], [e[2] for e in entries], offsets), end
+
+
+def plan_buckets(metas: Iterable[tuple[str, Sequence[int], str | torch.dtype]], bucket_bytes: int) -> list[Bucket]:
+    """The tables (no bytes) of the buckets :func:`iter_buckets` makes of tensors with these
+    ``(name, shape, dtype)``, in order. Sender and receivers of a NCCL sync both compute it."""
+    entries = []
+    seen: set[str] = set()
+    for name, shape, dt in metas:
+        if name in seen:
+            raise ValueError(f"plan_buckets: tensor name {name!r} appears twice")
+        seen.add(name)
+        dt = dt if isinstance(dt, str) else dtype_name(dt)
+        numel = 1
+        for d in shape:
+            numel *= int(d)
+        entries.append((name, tuple(int(d) for d in shape), dt, numel * dtype_from_name(dt).itemsize))
+    groups = _layer_groups(entries, lambda e: e[0])
+    return [_table(b)[0] for b in _split(groups, lambda e: e[3], bucket_bytes)]
+
+
+def bucket_nbytes(table: Bucket) -> int:
+    """Size of a bucket's byte array from its table alone (``data`` may be None)."""
+    end = 0
+    for shape, dt, off in zip(table.shapes, table.dtypes, table.offsets):
+        numel = 1
+        for s in shape:
+            numel *= s
+        end = max(end, off + numel * dtype_from_name(dt).itemsize)
+    return end
+
+
 def iter_buckets(
     named_tensors: Iterable[tuple[str, torch.Tensor]],
     bucket_bytes: int,
@@ -87,10 +192,10 @@ def iter_buckets(
 ) -> Iterator[Bucket]:
     """Stream buckets as they fill, so a caller can ``ray.put`` one before packing the next.
 
-    A bucket holds at most ``bucket_bytes`` bytes (alignment padding between tensors included),
-    except that a tensor bigger than ``bucket_bytes`` gets a bucket of its own. ``device=None``
-    gives numpy ``data`` (host memory, zero-copy in Ray's object store); a device (e.g. ``"cuda"``)
-    gives a torch ``uint8`` tensor there (for a NCCL broadcast).
+    A bucket holds at most ``bucket_bytes`` bytes (alignment padding between tensors included) and
+    ends at a layer boundary (see the module docstring); a layer bigger than ``bucket_bytes`` gets a
+    bucket of its own. ``device=None`` gives numpy ``data`` (host memory, zero-copy in Ray's object
+    store); a device (e.g. ``"cuda"``) gives a torch ``uint8`` tensor there.
 
     ``staging``: a 1-D ``uint8`` array reused for every bucket that fits in it; such a bucket's
     ``data`` is a view of it, overwritten when the next bucket is requested (``ray.put`` copies,
@@ -100,55 +205,48 @@ def iter_buckets(
     if staging is not None and (not isinstance(staging, np.ndarray) or staging.dtype != np.uint8
                                 or staging.ndim != 1 or device is not None):
         raise ValueError("pack_buckets: staging must be a 1-D uint8 numpy array, and only without device")
-    if not isinstance(bucket_bytes, int) or bucket_bytes <= 0:
-        raise ValueError(f"pack_buckets: bucket_bytes must be a positive int, got {bucket_bytes!r}")
     seen: set[str] = set()
-    pending: list[tuple[str, torch.Tensor, torch.Tensor]] = []  # (name, original, bytes view)
-    used = 0
 
-    def flush() -> Bucket:
-        b = Bucket()
-        offset = 0
-        for name, t, _ in pending:
-            offset = _align(offset)
-            b.names.append(name)
-            b.shapes.append(tuple(t.shape))
-            b.dtypes.append(dtype_name(t.dtype))
-            b.offsets.append(offset)
-            offset += t.numel() * t.element_size()
+    def checked():
+        for name, t in named_tensors:
+            if name in seen:
+                raise ValueError(f"pack_buckets: tensor name {name!r} appears twice")
+            seen.add(name)
+            yield name, t, _as_bytes(name, t)
+
+    for items in _split(_layer_groups(checked(), lambda x: x[0]), lambda x: x[2].numel(), bucket_bytes):
+        b, size = _table([(name, tuple(t.shape), dtype_name(t.dtype), raw.numel()) for name, t, raw in items])
         if device is None:
-            if staging is not None and offset <= staging.shape[0]:
-                flat = staging[:offset]
-            else:
-                flat = np.empty(offset, dtype=np.uint8)
+            flat = staging[:size] if staging is not None and size <= staging.shape[0] else np.empty(size, np.uint8)
             out = torch.from_numpy(flat)
-            # Only the alignment gaps need zeroing (deterministic bytes); tensors overwrite the rest.
-            end = 0
-            for (_, _, raw), off in zip(pending, b.offsets):
-                if off > end:
-                    out[end:off].zero_()
-                end = off + raw.numel()
         else:
-            out = torch.zeros(offset, dtype=torch.uint8, device=device)
-            flat = out
-        for (_, _, raw), off in zip(pending, b.offsets):
-            out[off : off + raw.numel()].copy_(raw)
+            out = flat = torch.empty(size, dtype=torch.uint8, device=device)
+        write_bucket(b, out, (raw for _, _, raw in items))
         b.data = flat
-        return b
+        yield b
 
-    for name, t in named_tensors:
-        if name in seen:
-            raise ValueError(f"pack_buckets: tensor name {name!r} appears twice")
-        seen.add(name)
-        raw = _as_bytes(name, t)
-        start = _align(used)
-        if pending and start + raw.numel() > bucket_bytes:
-            yield flush()
-            pending, start = [], 0
-        pending.append((name, t, raw))
-        used = start + raw.numel()
-    if pending:
-        yield flush()
+
+def write_bucket(table: Bucket, out: torch.Tensor, raw_tensors: Iterable[torch.Tensor]) -> None:
+    """Copy flat byte tensors into ``out`` at the table's offsets; the alignment gaps become zeros
+    (deterministic bytes in a reused buffer)."""
+    end = 0
+    for raw, off in zip(raw_tensors, table.offsets):
+        if off > end:
+            out[end:off].zero_()
+        out[off : off + raw.numel()].copy_(raw)
+        end = off + raw.numel()
+
+
+def zero_gaps(table: Bucket, out: torch.Tensor) -> None:
+    """Zero the alignment gaps of a bucket written in place (tensor by tensor) into ``out``."""
+    end = 0
+    for shape, dt, off in zip(table.shapes, table.dtypes, table.offsets):
+        if off > end:
+            out[end:off].zero_()
+        numel = 1
+        for s in shape:
+            numel *= s
+        end = off + numel * dtype_from_name(dt).itemsize
 
 
 def pack_buckets(

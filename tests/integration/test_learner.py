@@ -9,6 +9,7 @@ import math
 import os
 import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -19,7 +20,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 ray = pytest.importorskip("ray")
 
 from actors.learner import LearnerGroup  # noqa: E402
-from nous_ray.algo import policy_loss, tis_weights, token_logprobs  # noqa: E402
+from nous_ray.algo import DEFAULT_CLIP, token_logprobs  # noqa: E402
 from nous_ray.config import AlgoConfig, LearnerConfig, ModelConfig, OptimConfig  # noqa: E402
 from nous_ray.models.tiny import build_tiny_model_dir  # noqa: E402
 from nous_ray.samples import Sample  # noqa: E402
@@ -88,26 +89,63 @@ def pad(rows, L):
     return torch.stack([torch.nn.functional.pad(r, (0, L - r.shape[0])) for r in rows])
 
 
-def reference_train_step(lm, samples, algo, minibatches, optim_cfg):
-    """Full-minibatch loss, one plain AdamW step per minibatch. Returns (losses, grad norms)."""
+def reference_loss(name, lps, olds, behs, advs, algo):
+    """The objective as a per-token loop over torch scalars (so gradients flow), independent of
+    ``nous_ray.algo.losses``. ``olds``: the old policy (the engine's log-probs ``behs`` in the coupled
+    form, pi_prox in the decoupled form, ``algo.tis_cap > 0``). Returns (loss, clipped units, units)."""
+    cl, ch = DEFAULT_CLIP[name]
+    c, L, cap = algo.clip_ratio_c, algo.log_ratio_clamp, algo.tis_cap
+    n_tok, n_seq = sum(len(x) for x in lps), len(lps)
+    total, clipped, units = 0.0, 0, 0
+
+    def surrogate(x, a):
+        ppo = torch.maximum(-x * a, -x.clamp(1 - cl, 1 + ch) * a)
+        if c is not None and a < 0:
+            ppo = torch.minimum(ppo, torch.tensor(-c * a, dtype=ppo.dtype))
+        return ppo, bool((a > 0 and x > 1 + ch) or (a < 0 and x < 1 - cl))
+
+    for lp, old, beh, a in zip(lps, olds, behs, advs):
+        dl = [(lp[t] - float(old[t])).clamp(-L, L) for t in range(len(lp))]
+        bl = [min(max(float(old[t]) - float(beh[t]), -L), L) for t in range(len(lp))]
+        if name == "dapo":
+            for t in range(len(lp)):
+                w = min(math.exp(bl[t]), cap) if cap > 0 else 1.0
+                val, cut = surrogate(torch.exp(dl[t]), a)
+                total = total + w * val / n_tok
+                clipped, units = clipped + cut, units + 1
+        else:
+            n = len(lp)
+            w = min(math.exp(sum(bl) / n), cap) if cap > 0 else 1.0
+            val, cut = surrogate(torch.exp(sum(dl) / n), a)
+            total = total + w * val * (1 / n_seq if name == "gspo" else n / n_tok)
+            clipped, units = clipped + cut, units + 1
+    return total, clipped, units
+
+
+def reference_train_step(lm, samples, algo, minibatches, optim_cfg, policy_version=0):
+    """Full-minibatch loss, one plain AdamW step per minibatch.
+
+    Returns (losses, grad norms, (clipped, units) over staleness-0 samples)."""
     opt = torch.optim.AdamW(lm.parameters(), lr=optim_cfg.lr, betas=tuple(optim_cfg.betas),
                             weight_decay=optim_cfg.weight_decay)
     n = len(samples)
     size = n // minibatches
-    learner_old = None
-    if algo.tis_cap > 0:
+    behs = [torch.tensor(s.logprobs, dtype=torch.float64) for s in samples]
+    olds = behs
+    if algo.tis_cap > 0:  # pi_prox: every sample under the weights before the first step
         with torch.no_grad():
-            learner_old = [seq_logprobs(lm, s) for s in samples]
-    losses, norms = [], []
+            olds = [seq_logprobs(lm, s) for s in samples]
+    losses, norms, fresh = [], [], [0, 0]
     for k in range(minibatches):
         idx = list(range(k * size, (k + 1) * size))
-        L = max(len(samples[i].response_ids) for i in idx)
-        lp = pad([seq_logprobs(lm, samples[i]) for i in idx], L)
-        beh = pad([torch.tensor(samples[i].logprobs) for i in idx], L)
-        mask = pad([torch.ones(len(samples[i].response_ids), dtype=torch.bool) for i in idx], L)
-        adv = torch.tensor([samples[i].advantage for i in idx])
-        w = tis_weights(pad([learner_old[i] for i in idx], L), beh, algo.tis_cap) if learner_old else None
-        loss, _ = policy_loss(algo.loss, lp, beh, adv, mask, is_weights=w)
+        lps = [seq_logprobs(lm, samples[i]) for i in idx]
+        loss, _, _ = reference_loss(algo.loss, lps, [olds[i] for i in idx], [behs[i] for i in idx],
+                                    [samples[i].advantage for i in idx], algo)
+        for i, lp in zip(idx, lps):
+            if samples[i].version == policy_version:
+                _, cut, units = reference_loss(algo.loss, [lp.detach()], [olds[i]], [behs[i]],
+                                               [samples[i].advantage], algo)
+                fresh[0], fresh[1] = fresh[0] + cut, fresh[1] + units
         opt.zero_grad()
         loss.backward()
         norms.append(float(torch.nn.utils.clip_grad_norm_(lm.parameters(), optim_cfg.grad_clip)))
@@ -115,7 +153,7 @@ def reference_train_step(lm, samples, algo, minibatches, optim_cfg):
             g["lr"] = optim_cfg.lr * min(1.0, (k + 1) / optim_cfg.warmup_steps)
         opt.step()
         losses.append(float(loss.detach()))
-    return losses, norms
+    return losses, norms, fresh
 
 
 def assert_same_weights(got, ref_lm, tol):
@@ -130,17 +168,23 @@ def run_against_reference(group, model_dir, algo, seed, dtype=torch.float32):
     start, _ = group.full_state()
     ref = hf_model(start, model_dir, dtype)
     samples = make_batch(ref, 12, seed)
+    for i, s in enumerate(samples):  # every third sample is one version old
+        s.version = 6 if i % 3 else 5
     # A forward without backward first: FSDP must not train on a stale gathered copy afterwards.
     group.compute_logprobs(samples[:3])
-    metrics = group.train_step(samples)
-    losses, norms = reference_train_step(ref, samples, algo, 2, OPTIM)
+    metrics = group.train_step(samples, 1.0, 6)
+    losses, norms, (fresh_clipped, fresh_units) = reference_train_step(ref, samples, algo, 2, OPTIM,
+                                                                       policy_version=6)
     assert metrics["minibatches"] == 2 and metrics["tokens"] == sum(len(s.response_ids) for s in samples)
     assert metrics["micro_batches"] > 2  # the 32-token budget forced several micro-batches per rank
+    assert metrics["optimizer_step"] == 2
     for a, b in zip(metrics["losses"], losses):
         assert math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-6), (metrics["losses"], losses)
     for a, b in zip(metrics["grad_norms"], norms):
         assert math.isclose(a, b, rel_tol=1e-5), (metrics["grad_norms"], norms)
     assert metrics["lr"] == OPTIM.lr  # second step of a 2-step warm-up
+    assert metrics["fresh_units"] == fresh_units
+    assert metrics.get("clip_fraction_fresh", 0.0) == pytest.approx(fresh_clipped / max(fresh_units, 1))
     got, _ = group.full_state()
     assert_same_weights(got, ref, 1e-5)
     return metrics, samples
@@ -148,21 +192,27 @@ def run_against_reference(group, model_dir, algo, seed, dtype=torch.float32):
 
 def test_train_step_matches_single_process_full_batch_reference(group, model_dir):
     metrics, samples = run_against_reference(group, model_dir, AlgoConfig(loss="dapo"), seed=1)
-    assert 0 < metrics["clip_fraction"] < 1
+    assert 0 < metrics["clip_fraction"] < 1 and 0 < metrics["clip_fraction_fresh"] < 1
     assert metrics["entropy"] > 0 and metrics["approx_kl"] > 0
+    assert "tis_weight_mean" not in metrics  # coupled form
     # Behaviour = learner + U(-0.3, 0.3): the mismatch metric sees that noise on the first minibatch.
     assert 0.05 < metrics["logprob_diff_mean"] < 0.3 and metrics["logprob_diff_max"] <= 0.3 + 1e-5
 
 
-def test_gspo_with_tis_matches_reference(ray_cluster, model_dir):
-    # float64 on both sides: GSPO's narrow clip leaves some gradient entries near Adam's eps (1e-8),
-    # where float32 rounding alone moves a first Adam step by up to ~lr/10 on a handful of weights.
-    algo = AlgoConfig(loss="gspo_plus", tis_cap=1.2)
+@pytest.mark.parametrize("loss", ["dapo", "gspo_plus"])
+def test_decoupled_form_matches_reference(ray_cluster, model_dir, loss):
+    """Issue 13 item 1: the old policy is the learner's own pre-update log-probs (pi_prox), weighted
+    once by min(pi_prox / pi_engine, C), against a reference that computes pi_prox itself. float64 on
+    both sides: GSPO's narrow clip leaves some gradient entries near Adam's eps (1e-8), where float32
+    rounding alone moves a first Adam step by up to ~lr/10 on a handful of weights."""
+    algo = AlgoConfig(loss=loss, tis_cap=1.2)
     g = LearnerGroup(model_dir, learner_cfg(micro_batch_tokens=24), algo, dtype="float64")
     try:
         metrics, _ = run_against_reference(g, model_dir, algo, seed=2, dtype=torch.float64)
-        # With TIS the mismatch is measured over the whole batch before any update.
+        # The mismatch is measured over the whole batch before any update.
         assert 0.05 < metrics["logprob_diff_mean"] < 0.3
+        # Behaviour = learner + U(-0.3, 0.3): weights spread around 1 and the cap 1.2 = e^0.18 cuts some.
+        assert 0 < metrics["tis_capped_fraction"] < 1 and 0.9 < metrics["tis_weight_mean"] < 1.2
     finally:
         g.shutdown()
 
@@ -267,3 +317,89 @@ def test_weight_buckets_carry_hf_names_and_current_weights(group, model_dir):
     with safe_open(os.path.join(model_dir, "model.safetensors"), "pt") as f:
         assert set(tensors) == set(f.keys())
     assert all(torch.equal(tensors[k], weights[k]) for k in weights)
+
+
+# ---- start-up and publishing: what each rank holds (item 3 of issue 10) ---------------------------
+
+@pytest.fixture(scope="module")
+def wide_model(tmp_path_factory):
+    """As on the cluster: a bf16 checkpoint and fp32 master weights. Large enough (~83M parameters)
+    that the model dwarfs the resident memory the runtime moves by itself (code pages, allocator
+    arenas: ~20 MB either way), 24 layers so a tensor or a bucket is a small part of it, an odd MLP
+    width so shards are uneven."""
+    cfg = ModelConfig(tie_word_embeddings=False, tiny_layers=24, tiny_hidden_size=512, tiny_heads=8, tiny_kv_heads=8,
+                      tiny_intermediate_size=1537, dtype="bfloat16")
+    path = build_tiny_model_dir(cfg, tmp_path_factory.mktemp("wide") / "model")
+    from safetensors.torch import load_file
+
+    ref = load_file(os.path.join(path, "model.safetensors"))
+    assert all(t.dtype == torch.bfloat16 for t in ref.values())
+    return str(path), ref
+
+
+@pytest.fixture(scope="module")
+def ranks(ray_cluster, wide_model):
+    from learner_ranks import start_ranks
+
+    actors, peaks = start_ranks(wide_model[0])  # learner dtype float32
+    yield actors, peaks
+    for a in actors:
+        ray.kill(a)
+
+
+def nbytes(tensors, itemsize=None):
+    return [t.numel() * (itemsize or t.element_size()) for t in tensors]
+
+
+def test_start_up_reads_once_and_other_ranks_hold_only_their_shards(ranks, wide_model):
+    """Rank 1, built on the meta device, takes its fp32 shards and one tensor at a time as rank 0
+    broadcasts the checkpoint: its resident memory never grows by the model (today every rank loaded
+    the whole model, in fp32)."""
+    actors, peaks = ranks
+    _, ref = wide_model
+    full32 = sum(nbytes(ref.values(), 4))
+    shards = ray.get(actors[1].shard_bytes.remote())
+    assert abs(shards - full32 / 2) < 0.01 * full32  # half the fp32 model
+    assert shards <= peaks[1] < 0.7 * full32, (peaks, shards, full32)
+    # The meter sees a full copy where there is one: rank 0 read the checkpoint (bf16), and
+    # gathering every weight onto rank 0 (a collective) holds them all there in bf16.
+    full16 = sum(nbytes(ref.values()))
+    assert peaks[0] >= shards + full16, (peaks, shards, full16)
+    gathered = ray.get([a.rss_peak_of.remote("full_weights") for a in actors], timeout=600)
+    assert gathered[0] >= full16 > 4 * gathered[1], gathered
+    # And the shards hold exactly the checkpoint's weights.
+    weights = dict(ray.get([a.call.remote("full_weights") for a in actors], timeout=600)[0])
+    assert set(weights) == set(ref) and all(torch.equal(weights[k], ref[k]) for k in ref)
+
+
+def test_publish_gathers_into_two_buckets_and_only_rank0_holds_full_tensors(ranks, wide_model, tmp_path):
+    """A NCCL publish (communicator recorded): rank 0 gathers each bucket, in the engines' dtype
+    (bf16, from fp32 masters), into one of two reused buffers; the other ranks only send their
+    shards; the bytes sent are the weights, in buckets that end at layer boundaries."""
+    from nous_ray.weight_sync.buckets import Bucket, bucket_nbytes, layer_key, unpack_bucket
+
+    actors, _ = ranks
+    _, ref = wide_model
+    r0, r1 = ray.get([a.broadcast.remote(8 * 2**20, str(tmp_path)) for a in actors], timeout=600)
+    plan = r0["plan"]
+    sent = [np.fromfile(f, dtype=np.uint8) for f in r0["sent"]]
+    biggest = max(bucket_nbytes(t) for t in plan)
+    largest = max(nbytes(ref.values()))
+    assert len(plan) >= 8 and [len(s) for s in sent] == [bucket_nbytes(t) for t in plan]
+    # A layer never straddles two buckets (the receivers' reload completes whole layers).
+    homes: dict = {}
+    for i, t in enumerate(plan):
+        for n in t.names:
+            if layer_key(n) is not None:
+                assert homes.setdefault(layer_key(n), i) == i, n
+    got = {}
+    for t, data in zip(plan, sent):
+        got.update(unpack_bucket(Bucket(t.names, t.shapes, t.dtypes, t.offsets, data), copy=True))
+    assert set(got) == set(ref) and all(torch.equal(got[k], ref[k]) for k in ref)
+    # Memory: rank 0 adds two bucket buffers (counted exactly above) and tensors in flight (its
+    # shard cast, gloo's gather buffer); the other rank shard-sized pieces. Neither comes near the
+    # model (today rank 0 held the fp32 state dict and its bf16 copy: 3x the bf16 model).
+    full = sum(nbytes(ref.values()))
+    assert r0["buffers"] == 2 and r0["stats"]["buffer_bytes"] == 2 * biggest
+    assert r0["peak"] < 2 * biggest + full / 4, (r0["peak"], biggest, largest, full)
+    assert r1["peak"] < full / 4, (r1["peak"], largest, full)

@@ -27,8 +27,10 @@ def test_default_run_learns(tmp_path):
     # Every generated sample is accounted for.
     s = json.loads((tmp_path / "summary.json").read_text())
     c = s["counters"]
-    assert c["generated"] == c["trained"] + c["filtered"] + c["dropped_stale"] + c["dropped_infra"] + c["dropped_resume"] + s["pending"]
-    assert c["trained"] == 60 * 16 * 8
+    assert c["generated"] == c["trained"] + c["filtered"] + c["dropped_stale"] + c["dropped_infra"] \
+        + c["dropped_resume"] + c["dropped_truncated"] + s["pending"]
+    # 16 groups of 8 per step, less the truncated responses (overlong filtering leaves them out).
+    assert c["trained"] == sum(r["batch_samples"] for r in rows) and all(r["batch_samples"] <= 16 * 8 for r in rows)
     # One progress line per step, and periodic evaluation logged to the same sinks.
     assert sum(line.startswith("step ") for line in proc.stdout.splitlines()) == 60
     evals = [r for r in rows if "eval/pass@1" in r]

@@ -5,14 +5,19 @@ import math
 import pytest
 import torch
 
-from nous_ray.algo import DEFAULT_CLIP, loss_normalizers, policy_loss, tis_weights
+from nous_ray.algo import DEFAULT_CLIP, DEFAULT_CLIP_RATIO_C, DEFAULT_LOG_RATIO_CLAMP, loss_normalizers, policy_loss
+from nous_ray.config import AlgoConfig
 
 NAMES = ("dapo", "gspo", "gspo_plus")
 
 
-def ref_loss(name, lp, old, adv, mask, cl, ch, w=None, n_tok=None, n_seq=None):
+def ref_loss(name, lp, old, adv, mask, cl, ch, beh=None, cap=None, c=3.0, L=20.0, n_tok=None, n_seq=None):
     """Per-element float64 loops. Returns (loss, dloss/dlogprobs as nested lists, clip_fraction,
-    ratio_mean, approx_kl). Gradients are the analytic ones: zero where the clipped branch wins."""
+    ratio_mean, approx_kl, dual_clip_fraction). Gradients are the analytic ones: zero where the PPO
+    clip or the dual clip wins, and at a token whose log-ratio lies outside [-L, L].
+
+    ``beh``/``cap``: the decoupled form, ``old`` is the proximal policy and each token (dapo) or
+    sequence (geometric mean, gspo*) weighs min(pi_old / pi_beh, cap)."""
     B, T = len(lp), len(lp[0])
     ns = [sum(1 for t in range(T) if mask[i][t]) for i in range(B)]
     tot_tok = sum(ns)
@@ -22,20 +27,30 @@ def ref_loss(name, lp, old, adv, mask, cl, ch, w=None, n_tok=None, n_seq=None):
     n_tok, n_seq = max(n_tok, 1), max(n_seq, 1)
     grad = [[0.0] * T for _ in range(B)]
     loss = 0.0
-    clipped_units = 0
+    clipped_units = dual_units = 0
     ratio_sum = 0.0
     kl = 0.0
+
+    def clampL(x):
+        return x if L is None else min(max(x, -L), L)
+
+    def outside(x):
+        return L is not None and abs(x) > L
+
     for i in range(B):
         for t in range(T):
             if mask[i][t]:
-                r = math.exp(lp[i][t] - old[i][t])
+                r = math.exp(clampL(lp[i][t] - old[i][t]))
                 kl += (r - 1) - math.log(r)
     kl /= max(tot_tok, 1)
 
     def surrogate(x, a):
+        """(value, PPO clip won, dual clip won)"""
         cx = min(max(x, 1 - cl), 1 + ch)
-        clipped = (a > 0 and x > 1 + ch) or (a < 0 and x < 1 - cl)
-        return -min(x * a, cx * a), clipped
+        ppo = -min(x * a, cx * a)
+        if c is not None and a < 0 and -c * a < ppo:
+            return -c * a, False, True
+        return ppo, (a > 0 and x > 1 + ch) or (a < 0 and x < 1 - cl), False
 
     for i in range(B):
         a = adv[i]
@@ -43,34 +58,32 @@ def ref_loss(name, lp, old, adv, mask, cl, ch, w=None, n_tok=None, n_seq=None):
             for t in range(T):
                 if not mask[i][t]:
                     continue
-                r = math.exp(lp[i][t] - old[i][t])
-                wt = 1.0 if w is None else w[i][t]
-                val, clipped = surrogate(r, a)
+                d = lp[i][t] - old[i][t]
+                r = math.exp(clampL(d))
+                wt = 1.0 if beh is None else min(math.exp(clampL(old[i][t] - beh[i][t])), cap)
+                val, clipped, dual = surrogate(r, a)
                 loss += wt * val / n_tok
-                grad[i][t] = 0.0 if clipped else -a * r * wt / n_tok
+                grad[i][t] = 0.0 if (clipped or dual or outside(d)) else -a * r * wt / n_tok
                 clipped_units += clipped
+                dual_units += dual
                 ratio_sum += r
         else:
             n = ns[i]
             if n == 0:
                 continue
-            s = math.exp(sum(lp[i][t] - old[i][t] for t in range(T) if mask[i][t]) / n)
-            if w is None:
-                wi = 1.0
-            elif isinstance(w[i], list):  # token weights -> geometric mean over the response
-                wi = math.exp(sum(math.log(w[i][t]) for t in range(T) if mask[i][t]) / n)
-            else:
-                wi = w[i]
-            val, clipped = surrogate(s, a)
+            toks = [t for t in range(T) if mask[i][t]]
+            s = math.exp(sum(clampL(lp[i][t] - old[i][t]) for t in toks) / n)
+            wi = 1.0 if beh is None else min(math.exp(sum(clampL(old[i][t] - beh[i][t]) for t in toks) / n), cap)
+            val, clipped, dual = surrogate(s, a)
             scale = 1.0 / n_seq if name == "gspo" else n / n_tok
             loss += wi * val * scale
-            for t in range(T):
-                if mask[i][t]:
-                    grad[i][t] = 0.0 if clipped else -a * s * wi / n * scale
+            for t in toks:
+                grad[i][t] = 0.0 if (clipped or dual or outside(lp[i][t] - old[i][t])) else -a * s * wi / n * scale
             clipped_units += clipped
+            dual_units += dual
             ratio_sum += s
-    units = tot_tok if name == "dapo" else tot_seq
-    return loss, grad, clipped_units / max(units, 1), ratio_sum / max(units, 1), kl
+    units = max(tot_tok if name == "dapo" else tot_seq, 1)
+    return loss, grad, clipped_units / units, ratio_sum / units, kl, dual_units / units
 
 
 def random_batch(seed, B=6, T=7, spread=0.3, empty_rows=(), dtype=torch.float64):
@@ -151,7 +164,7 @@ def test_matches_float64_loop_reference(name, seed):
     cl, ch = 0.05, 0.08
     lp, old, adv, mask = random_batch(seed, spread=0.3 if name == "dapo" else 0.15)
     loss, grad, m = run(name, lp, old, adv, mask, clip_low=cl, clip_high=ch)
-    rl, rg, rclip, rratio, rkl = ref_loss(name, lp.tolist(), old.tolist(), adv.tolist(), mask.tolist(), cl, ch)
+    rl, rg, rclip, rratio, rkl, _ = ref_loss(name, lp.tolist(), old.tolist(), adv.tolist(), mask.tolist(), cl, ch)
     assert loss.item() == pytest.approx(rl, abs=1e-12)
     assert close(grad, rg)
     assert m["clip_fraction"].item() == pytest.approx(rclip, abs=1e-6)
@@ -228,13 +241,23 @@ def test_zero_size_batch():
         assert loss.item() == 0.0 and m["ratio_max"].item() == 0.0
 
 
+def decoupled_batch(seed, gap=0.2, **kw):
+    """A batch plus behaviour log-probs that differ from the proximal ones by up to +-gap per token,
+    on top of a per-sequence offset of up to +-gap (so sequence weights spread too)."""
+    lp, prox, adv, mask = random_batch(seed, **kw)
+    g = torch.Generator().manual_seed(seed + 100)
+    noise = (torch.rand(prox.shape, generator=g, dtype=prox.dtype) - 0.5) * 2 * gap
+    offset = (torch.rand(prox.shape[0], 1, generator=g, dtype=prox.dtype) - 0.5) * 2 * gap
+    return lp, prox, adv, mask, prox + noise + offset
+
+
 @pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize("with_weights", [False, True])
-def test_micro_batch_accumulation_equals_full_batch(name, with_weights):
-    lp, old, adv, mask = random_batch(6, B=7, T=9, empty_rows=(3,))
-    w = tis_weights(old + 0.05 * torch.randn_like(old), old, cap=1.2) if with_weights else None
+@pytest.mark.parametrize("decoupled", [False, True])
+def test_micro_batch_accumulation_equals_full_batch(name, decoupled):
+    lp, old, adv, mask, beh = decoupled_batch(6, B=7, T=9, empty_rows=(3,), gap=0.1)
+    dec = dict(behaviour_logprobs=beh, tis_cap=1.05) if decoupled else {}
     full_lp = lp.clone().requires_grad_(True)
-    full, _ = policy_loss(name, full_lp, old, adv, mask, clip_low=0.05, clip_high=0.08, is_weights=w)
+    full, _ = policy_loss(name, full_lp, old, adv, mask, clip_low=0.05, clip_high=0.08, **dec)
     full.backward()
 
     norms = loss_normalizers(mask)
@@ -242,8 +265,9 @@ def test_micro_batch_accumulation_equals_full_batch(name, with_weights):
     micro_lp = lp.clone().requires_grad_(True)
     total = 0.0
     for sl in (slice(0, 2), slice(2, 3), slice(3, 4), slice(4, 7)):
+        part_dec = dict(behaviour_logprobs=beh[sl], tis_cap=1.05) if decoupled else {}
         part, _ = policy_loss(name, micro_lp[sl], old[sl], adv[sl], mask[sl], clip_low=0.05, clip_high=0.08,
-                              is_weights=None if w is None else w[sl], **norms)
+                              **part_dec, **norms)
         part.backward()  # accumulates into micro_lp.grad, as a learner's micro-batches do
         total += part.item()
     assert total == pytest.approx(full.item(), abs=1e-12)
@@ -254,44 +278,121 @@ def test_micro_batch_accumulation_equals_full_batch(name, with_weights):
     assert abs(wrong - full.item()) > 1e-6
 
 
-def test_dapo_is_weights_vs_reference():
-    lp, old, adv, mask = random_batch(7)
-    w = tis_weights(old + 0.2 * torch.randn_like(old), old, cap=1.1)
-    loss, grad, _ = run("dapo", lp, old, adv, mask, clip_low=0.05, clip_high=0.08, is_weights=w)
-    rl, rg, *_ = ref_loss("dapo", lp.tolist(), old.tolist(), adv.tolist(), mask.tolist(), 0.05, 0.08,
-                          w=w.double().tolist())
-    assert loss.item() == pytest.approx(rl, abs=1e-7)
-    assert torch.allclose(grad, torch.tensor(rg, dtype=torch.float64), atol=1e-7)
+def test_decoupled_weight_is_applied_once_hand_computed():
+    """Issue 13 item 1: a token whose learner (proximal) log-prob exceeds the engine's by 0.1, before
+    any update (current = proximal): ratio 1, weight e^0.1, gradient -A e^0.1 / N. The old code, whose
+    ratio was taken against the engine and then weighted again, gave e^0.2."""
+    prox = torch.tensor([[-1.0, -2.0]], dtype=torch.float64)
+    beh = prox - torch.tensor([[0.1, -0.05]], dtype=torch.float64)
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    adv = torch.tensor([1.0], dtype=torch.float64)
+    loss, grad, m = run("dapo", prox, prox, adv, mask, behaviour_logprobs=beh, tis_cap=2.0)
+    assert loss.item() == pytest.approx(-(math.exp(0.1) + math.exp(-0.05)) / 2, abs=1e-12)
+    assert close(grad, [[-math.exp(0.1) / 2, -math.exp(-0.05) / 2]])
+    assert m["ratio_max"].item() == 1.0 and m["clip_fraction"].item() == 0.0
+    assert m["tis_weight_mean"].item() == pytest.approx((math.exp(0.1) + math.exp(-0.05)) / 2)
+    # The cap truncates: C = 1.05 < e^0.1.
+    loss, grad, m = run("dapo", prox, prox, adv, mask, behaviour_logprobs=beh, tis_cap=1.05)
+    assert close(grad, [[-1.05 / 2, -math.exp(-0.05) / 2]])
+    assert m["tis_capped_fraction"].item() == 0.5
+    # GSPO: one sequence weight, the geometric mean exp((0.1 - 0.05) / 2), capped as a whole.
+    loss, grad, m = run("gspo", prox, prox, adv, mask, behaviour_logprobs=beh, tis_cap=2.0)
+    w = math.exp(0.025)
+    assert loss.item() == pytest.approx(-w, abs=1e-12)
+    assert close(grad, [[-w / 2, -w / 2]])  # d s / d lp_t = s / n, s = 1
+    # Coupled form on the same tokens: the ratio against the engine is e^0.1, weight 1.
+    _, grad, m = run("dapo", prox, beh, adv, mask)
+    assert close(grad, [[-math.exp(0.1) / 2, -math.exp(-0.05) / 2]])
+    assert m["tis_weight_mean"].item() == 1.0
 
 
-@pytest.mark.parametrize("name", ["gspo", "gspo_plus"])
-def test_gspo_is_weights_sequence_and_token(name):
-    lp, old, adv, mask = random_batch(8, spread=0.15)
-    g = torch.Generator().manual_seed(1)
-    w_seq = torch.rand(lp.shape[0], generator=g, dtype=torch.float64) + 0.5
-    loss, grad, _ = run(name, lp, old, adv, mask, clip_low=0.05, clip_high=0.08, is_weights=w_seq)
-    rl, rg, *_ = ref_loss(name, lp.tolist(), old.tolist(), adv.tolist(), mask.tolist(), 0.05, 0.08, w=w_seq.tolist())
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_decoupled_matches_float64_loop_reference(name, seed):
+    cl, ch = 0.05, 0.08
+    lp, prox, adv, mask, beh = decoupled_batch(seed + 10, spread=0.3 if name == "dapo" else 0.15, gap=0.3)
+    cap = 1.1
+    loss, grad, m = run(name, lp, prox, adv, mask, clip_low=cl, clip_high=ch, behaviour_logprobs=beh, tis_cap=cap)
+    rl, rg, rclip, *_ = ref_loss(name, lp.tolist(), prox.tolist(), adv.tolist(), mask.tolist(), cl, ch,
+                                 beh=beh.tolist(), cap=cap)
     assert loss.item() == pytest.approx(rl, abs=1e-12)
-    assert torch.allclose(grad, torch.tensor(rg, dtype=torch.float64), atol=1e-12)
-    w_tok = (torch.rand(lp.shape, generator=g, dtype=torch.float64) + 0.5)
-    loss, grad, _ = run(name, lp, old, adv, mask, clip_low=0.05, clip_high=0.08, is_weights=w_tok)
-    rl, rg, *_ = ref_loss(name, lp.tolist(), old.tolist(), adv.tolist(), mask.tolist(), 0.05, 0.08, w=w_tok.tolist())
+    assert close(grad, rg)
+    assert m["clip_fraction"].item() == pytest.approx(rclip, abs=1e-6)
+    assert 0 < m["tis_capped_fraction"].item() < 1  # the cap acts on some units, not all
+
+
+def test_dual_clip_bounds_a_runaway_ratio_on_a_negative_advantage():
+    """Issue 13 item 4: ratio e^5 with A = -1 gets gradient e^5 ~ 148x an ordinary token's without the
+    dual clip; with c = 3 its loss is 3 |A| and its gradient 0. Ratio 2.5 < c is untouched."""
+    lp = torch.tensor([[5.0, math.log(2.5), 0.0]], dtype=torch.float64)
+    old = torch.zeros(1, 3, dtype=torch.float64)
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    adv = torch.tensor([-1.0], dtype=torch.float64)
+    loss, grad, m = run("dapo", lp, old, adv, mask, clip_ratio_c=None)
+    assert close(grad, [[math.exp(5) / 3, 2.5 / 3, 1 / 3]])
+    assert grad[0, 0].item() / grad[0, 2].item() == pytest.approx(math.exp(5))
+    loss, grad, m = run("dapo", lp, old, adv, mask, clip_ratio_c=3.0)
+    assert loss.item() == pytest.approx((3.0 + 2.5 + 1.0) / 3, abs=1e-12)
+    assert close(grad, [[0.0, 2.5 / 3, 1 / 3]])
+    assert m["dual_clip_fraction"].item() == pytest.approx(1 / 3) and m["clip_fraction"].item() == 0.0
+    # A > 0: the dual clip never acts (the PPO clip already zeroes a high ratio's gradient).
+    _, grad, m = run("dapo", lp, old, -adv, mask, clip_ratio_c=3.0)
+    assert close(grad, [[0.0, 0.0, -1 / 3]]) and m["dual_clip_fraction"].item() == 0.0
+    # Sequence ratio s = exp(mean(5, 0.9163, 0)) = e^1.97 > 3 on A < 0: dual-clipped too.
+    loss, grad, m = run("gspo", lp, old, adv, mask, clip_ratio_c=3.0)
+    assert loss.item() == pytest.approx(3.0, abs=1e-12) and close(grad, [[0.0, 0.0, 0.0]])
+    assert m["dual_clip_fraction"].item() == 1.0
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_dual_clip_and_log_ratio_clamp_match_float64_reference(name):
+    # Wide spread so some ratios pass c = 1.5 and some log-ratios pass L = 0.7.
+    lp, old, adv, mask = random_batch(21, B=8, T=6, spread=1.5 if name == "dapo" else 1.0)
+    kw = dict(clip_low=0.2, clip_high=0.28, clip_ratio_c=1.5, log_ratio_clamp=0.7)
+    loss, grad, m = run(name, lp, old, adv, mask, **kw)
+    rl, rg, rclip, rratio, rkl, rdual = ref_loss(name, lp.tolist(), old.tolist(), adv.tolist(), mask.tolist(),
+                                                 0.2, 0.28, c=1.5, L=0.7)
     assert loss.item() == pytest.approx(rl, abs=1e-12)
-    assert torch.allclose(grad, torch.tensor(rg, dtype=torch.float64), atol=1e-12)
+    assert close(grad, rg)
+    assert m["clip_fraction"].item() == pytest.approx(rclip, abs=1e-6)
+    assert m["dual_clip_fraction"].item() == pytest.approx(rdual, abs=1e-6) and rdual > 0
+    assert m["approx_kl"].item() == pytest.approx(rkl, rel=1e-6)
+    if name == "dapo":
+        assert (lp - old)[mask].abs().max() > 0.7  # the clamp acted
 
 
-def test_tis_weights_values_cap_and_detach():
-    a = torch.tensor([[0.0, 0.5, -1.0, 50.0, 1000.0]], requires_grad=True)
-    b = torch.tensor([[0.0, 0.0, 0.0, 0.0, -1000.0]])
-    w = tis_weights(a, b, cap=2.0)
-    want = [min(math.exp(min(x - y, 700.0)), 2.0) for x, y in zip(a[0].tolist(), b[0].tolist())]
-    assert w[0].tolist() == pytest.approx(want, rel=1e-6)
-    assert w.max().item() <= 2.0 and torch.isfinite(w).all()
-    assert not w.requires_grad
-    with pytest.raises(ValueError, match="cap"):
-        tis_weights(a, b, cap=0)
-    with pytest.raises(ValueError, match="shape"):
-        tis_weights(a, b[:, :3], cap=2.0)
+def test_log_ratio_clamp_keeps_gradients_finite():
+    # float32: exp(100) overflows; unclamped, the clipped token's zero gradient becomes inf * 0 = NaN.
+    lp = torch.tensor([[100.0, 0.1]])
+    old = torch.zeros(1, 2)
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    adv = torch.tensor([1.0])
+    _, grad, _ = run("dapo", lp, old, adv, mask, log_ratio_clamp=None, clip_ratio_c=None)
+    assert torch.isnan(grad).any()
+    loss, grad, m = run("dapo", lp, old, adv, mask)
+    assert torch.isfinite(loss) and torch.isfinite(grad).all()
+    assert grad[0].tolist() == pytest.approx([0.0, -math.exp(0.1) / 2], rel=1e-6)
+    assert m["ratio_max"].item() == pytest.approx(math.exp(20.0), rel=1e-6)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_fresh_sequences_get_their_own_clip_fraction(name):
+    lp, old, adv, mask = random_batch(2, spread=0.3 if name == "dapo" else 0.15)
+    fresh = torch.tensor([True, False, True, False, False, True])
+    _, m_all = policy_loss(name, lp, old, adv, mask, clip_low=0.05, clip_high=0.08, fresh=fresh)
+    rows = fresh.nonzero().flatten()
+    _, m_sub = policy_loss(name, lp[rows], old[rows], adv[rows], mask[rows], clip_low=0.05, clip_high=0.08)
+    _, m_none = policy_loss(name, lp, old, adv, mask, clip_low=0.05, clip_high=0.08)
+    want_units = mask[rows].sum() if name == "dapo" else mask[rows].any(-1).sum()
+    assert m_all["num_fresh_units"].item() == want_units.item()
+    assert m_all["clip_fraction_fresh"].item() == pytest.approx(m_sub["clip_fraction"].item(), abs=1e-7)
+    assert m_all["clip_fraction"].item() == pytest.approx(m_none["clip_fraction"].item())
+    assert m_none["num_fresh_units"].item() == 0 and m_none["clip_fraction_fresh"].item() == 0.0
+
+
+def test_defaults_agree_with_the_config():
+    algo = AlgoConfig()
+    assert (algo.clip_ratio_c, algo.log_ratio_clamp) == (DEFAULT_CLIP_RATIO_C, DEFAULT_LOG_RATIO_CLAMP) == (3.0, 20.0)
 
 
 @pytest.mark.parametrize(
@@ -302,7 +403,13 @@ def test_tis_weights_values_cap_and_detach():
         (dict(old_logprobs=torch.zeros(2, 4)), "old_logprobs has shape"),
         (dict(mask=torch.ones(3, 3)), "mask has shape"),
         (dict(advantages=torch.zeros(2, 1)), "advantages must be"),
-        (dict(is_weights=torch.ones(2)), "is_weights must be"),
+        (dict(behaviour_logprobs=torch.ones(2), tis_cap=2.0), "behaviour_logprobs has shape"),
+        (dict(behaviour_logprobs=torch.ones(2, 3)), "needs both behaviour_logprobs and tis_cap"),
+        (dict(tis_cap=2.0), "needs both behaviour_logprobs and tis_cap"),
+        (dict(behaviour_logprobs=torch.ones(2, 3), tis_cap=0.0), "tis_cap must be > 0"),
+        (dict(clip_ratio_c=1.0), "clip_ratio_c must be > 1"),
+        (dict(log_ratio_clamp=0.0), "log_ratio_clamp must be > 0"),
+        (dict(fresh=torch.ones(3, dtype=torch.bool)), "fresh must be"),
         (dict(clip_low=1.0), "clip_low"),
     ],
 )

@@ -46,7 +46,7 @@ def test_infra_errors_leave_the_group_without_reward():
 def test_truncated_responses_get_zero_advantage():
     c = Counters()
     g = score_group(_group([1, -1, -1, -1], truncated=(1,)), AlgoConfig(), c)
-    assert g.samples[1].advantage == 0.0 and g.samples[0].advantage > 0
+    assert g.truncated[0].advantage == 0.0 and g.samples[0].advantage > 0
 
 
 def test_batch_buffer_enforces_staleness_and_accounts_everything():
@@ -76,3 +76,90 @@ def test_sampler_covers_every_problem_per_epoch_and_reissues_first():
     t.load_state_dict(state)
     assert t.next() == 4
     assert [t.next() for _ in range(5)] == [s.next() for _ in range(5)]
+
+
+def test_truncated_samples_leave_the_batch_and_are_counted():
+    c = Counters()
+    buf = BatchBuffer(groups_per_batch=2, max_off_policy_steps=0, counters=c)
+    for version, rewards, cut in ((0, [1, -1, -1, -1], (3,)), (0, [1, 1, -1, -1], (0, 2)), (0, [1, -1], ())):
+        c.generated += len(rewards)
+        g = score_group(_group(rewards, version=version, truncated=cut), AlgoConfig(), c)
+        assert g.useful and [s.truncated for s in g.samples] == [False] * (len(rewards) - len(cut))
+        assert len(g.truncated) == len(cut) and all(s.advantage == 0.0 for s in g.truncated)
+        buf.add(g)
+    assert c.dropped_truncated == 0  # counted with their group's fate
+    batch = buf.pop_batch(learner_version=0)
+    assert sum(len(g.samples) for g in batch) == 5 and all(not s.truncated for g in batch for s in g.samples)
+    assert (c.trained, c.dropped_truncated) == (5, 3)
+    # A group that goes stale takes its truncated samples with it.
+    c.generated += 4
+    buf.add(score_group(_group([1, -1, -1, -1], version=0, truncated=(1,)), AlgoConfig(), c))
+    assert buf.pop_batch(learner_version=1) is None
+    assert c.dropped_stale == 2 + 4  # the [1, -1] group left over, and this one with its truncated sample
+    # Every response truncated, dynamic sampling off: nothing to train on, dropped and counted.
+    c.generated += 2
+    g = score_group(_group([-1, -1], truncated=(0, 1)), AlgoConfig(dynamic_sampling=False), c)
+    assert not g.useful and c.dropped_truncated == 3 + 2
+    assert c.generated == c.accounted == 16
+    # Without overlong filtering a truncated response trains on its own reward.
+    g = score_group(_group([1, -1], truncated=(1,)), AlgoConfig(overlong_filter=False), Counters())
+    assert len(g.samples) == 2 and g.samples[1].advantage < 0 and not g.truncated
+
+
+def test_gradient_with_truncated_samples_equals_the_batch_without_them():
+    """Issue 13 item 3: truncated samples must not dilute the token normalizer. The batch formed from
+    groups with truncated responses must give the gradient of the same batch without them: a float64
+    per-token loop over the non-truncated samples with hand-computed advantages (truncated rewards still
+    in the group statistics: algo.overlong_in_group_stats)."""
+    import random
+
+    import torch
+
+    from nous_ray.algo import policy_loss
+
+    rng = random.Random(0)
+
+    def group(rewards, cut):
+        ss = _group(rewards, truncated=cut)
+        for s in ss:
+            n = rng.randint(1, 6)
+            s.response_ids = [rng.randrange(100) for _ in range(n)]
+            s.logprobs = [-rng.uniform(0.5, 3.0) for _ in range(n)]
+            s.extra["x"] = [rng.uniform(-1, 1) for _ in range(n)]  # d logprob / d theta of each token
+        return ss
+
+    c = Counters()
+    buf = BatchBuffer(groups_per_batch=2, max_off_policy_steps=2, counters=c)
+    g1, g2 = group([1, -1, -1, -1], (3,)), group([1, 1, -1, -1], (0,))
+    every = g1 + g2
+    for g in (g1, g2):
+        buf.add(score_group(g, AlgoConfig(), c))
+    samples = [s for g in buf.pop_batch(0) for s in g.samples]
+    theta0 = 0.05
+
+    def grad_of(batch):
+        """d loss / d theta, logprobs = behaviour + theta * x (DAPO, ratios e^(0.05 x): no clip acts)."""
+        L = max(len(s.response_ids) for s in batch)
+        pad = lambda rows: torch.tensor([r + [0.0] * (L - len(r)) for r in rows], dtype=torch.float64)  # noqa: E731
+        beh, x = pad([s.logprobs for s in batch]), pad([s.extra["x"] for s in batch])
+        mask = torch.tensor([[t < len(s.response_ids) for t in range(L)] for s in batch])
+        theta = torch.tensor(theta0, dtype=torch.float64, requires_grad=True)
+        loss, _ = policy_loss("dapo", beh + theta * x, beh, torch.tensor([s.advantage for s in batch],
+                              dtype=torch.float64), mask)
+        loss.backward()
+        return theta.grad.item()
+
+    # Hand-computed advantages (sample std): group 1 mean -0.5, std 1 -> 1.5, -0.5, -0.5, [0];
+    # group 2 mean 0, std sqrt(4/3) -> [0], 0.866, -0.866, -0.866.
+    s2 = math.sqrt(4 / 3)
+    want_adv = [1.5, -0.5, -0.5, 1 / s2, -1 / s2, -1 / s2]
+    assert [s.advantage for s in samples] == pytest.approx(want_adv, rel=1e-5)
+    kept = [s for s in every if not s.truncated]
+    assert samples == kept
+    n_tok = sum(len(s.response_ids) for s in kept)
+    ref = sum(-a * math.exp(theta0 * xt) * xt / n_tok for s, a in zip(kept, want_adv) for xt in s.extra["x"])
+    assert grad_of(samples) == pytest.approx(ref, rel=1e-5)
+    # Keeping them (advantage 0) would have shrunk it by the truncated share of tokens: the test can fail.
+    diluted = grad_of(every)
+    share = n_tok / sum(len(s.response_ids) for s in every)
+    assert diluted == pytest.approx(ref * share, rel=1e-5) and abs(diluted - ref) > 1e-3 * abs(ref)

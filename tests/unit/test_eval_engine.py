@@ -8,29 +8,33 @@ from nous_ray.eval import ModelRope, long_context_settings, read_model_rope, yar
 QWEN3_14B = ModelRope("rope_parameters", {"rope_type": "default", "rope_theta": 1000000.0}, 1000000.0, 40960)
 
 
-def test_recipe_defaults_yarn_2x_over_40960_and_context_prompt_plus_max_tokens():
+def test_recipe_keeps_the_factor_exact_and_each_response_gets_81920_minus_its_prompt():
+    """Issue 13 item 7: factor 2.0 over 40,960 = 81,920 positions in all, prompt included."""
     ev = EvalConfig()
     assert (ev.max_tokens, ev.yarn_original_max_positions, ev.yarn_factor) == (81920, 40960, 2.0)
     s = long_context_settings(ev, prompt_budget=1000, rope=QWEN3_14B)
-    assert s.max_model_len == 82920
-    # The rope table must cover every position of the context: the factor grows just enough.
+    assert s.max_model_len == 81920
     assert s.hf_overrides == {
-        "rope_parameters": {"rope_type": "yarn", "rope_theta": 1000000.0, "factor": 82920 / 40960,
+        "rope_parameters": {"rope_type": "yarn", "rope_theta": 1000000.0, "factor": 2.0,
                             "original_max_position_embeddings": 40960},
-        "max_position_embeddings": 82920,
+        "max_position_embeddings": 81920,
     }
-    assert len(s.notes) == 1 and "raised from 2 to 2.0244" in s.notes[0]
+    assert s.hf_overrides["rope_parameters"]["factor"] == 2.0  # exactly, not 82920 / 40960
+    assert [s.response_limit(p) for p in (1000, 300, 1)] == [80920, 81620, 81919]
+    assert len(s.notes) == 1 and "80920 tokens after the longest prompt" in s.notes[0]
 
 
-def test_factor_stays_when_the_context_fits_and_yarn_off_gives_no_overrides():
+def test_short_max_tokens_and_yarn_off():
     ev = EvalConfig(max_tokens=80000)
     s = long_context_settings(ev, prompt_budget=1920, rope=QWEN3_14B)
     assert s.max_model_len == 81920 and s.notes == []
+    assert s.response_limit(1920) == 80000 and s.response_limit(10) == 80000
     assert s.hf_overrides["rope_parameters"]["factor"] == 2.0
     assert s.hf_overrides["max_position_embeddings"] == 81920
+    short = long_context_settings(ev, 10, QWEN3_14B, max_tokens=20)
+    assert short.max_model_len == 30 and short.hf_overrides["max_position_embeddings"] == 81920
     off = long_context_settings(EvalConfig(yarn_original_max_positions=None, max_tokens=64), 30, rope=None)
-    assert (off.max_model_len, off.hf_overrides) == (94, None)
-    assert long_context_settings(ev, 10, QWEN3_14B, max_tokens=20).max_model_len == 30
+    assert (off.max_model_len, off.hf_overrides, off.response_limit(30), off.response_limit(5)) == (94, None, 64, 64)
 
 
 def test_transformers4_style_key_keeps_theta_out_of_rope_scaling():
@@ -47,6 +51,10 @@ def test_bad_settings_are_clear_errors():
         long_context_settings(EvalConfig(yarn_factor=1.0), 10, QWEN3_14B)
     with pytest.raises(ValueError, match="rope settings were not given"):
         long_context_settings(EvalConfig(), 10, None)
+    with pytest.raises(ValueError, match="81920 tokens, no room for a response within the 81920 positions"):
+        long_context_settings(EvalConfig(), 81920, QWEN3_14B)
+    with pytest.raises(ValueError, match="not a whole number of positions"):
+        long_context_settings(EvalConfig(yarn_original_max_positions=40961, yarn_factor=1.5), 10, QWEN3_14B)
     with pytest.raises(ValueError, match="no rope_theta"):
         yarn_hf_overrides(ModelRope("rope_parameters", None, None, 4096), 128, 256)
 

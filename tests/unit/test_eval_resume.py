@@ -120,7 +120,7 @@ def cfg4():
     cfg = Config()
     cfg.eval.n_samples = 4
     cfg.eval.max_tokens = 16
-    cfg.rollout.max_prompts_per_call = 1  # one problem at a time: the failing call is deterministic
+    cfg.rollout.max_prompts_per_worker = 1  # one problem at a time: the failing call is deterministic
     return cfg
 
 
@@ -161,6 +161,27 @@ def test_evaluate_resumes_after_a_generation_failure_without_regenerating(tmp_pa
                               say=lambda m: None))
     assert pool3.calls == [] and s3["run"]["problems_generated"] == 0
     assert {k: v for k, v in s3.items() if k != "run"} == {k: v for k, v in s.items() if k != "run"}
+
+
+def test_each_response_gets_the_context_left_by_its_prompt(tmp_path, verifiers):
+    """With the engines' max_model_len given (YaRN: 81,920 positions in all), a problem's response limit
+    is max_model_len minus its prompt, at most max_tokens."""
+    class Recording(ScriptedPool):
+        limits = {}
+
+        async def generate(self, i, requests, n, sampling, max_tokens):
+            self.limits[requests[0]["problem_id"]] = max_tokens
+            return await super().generate(i, requests, n, sampling, max_tokens)
+
+    problems, ids = [SUM, NEG, EMPTY], [[1, 2], [3], [4, 5, 6]]
+    pool = Recording()
+    s = asyncio.run(evaluate(cfg4(), problems, ids, pool, verifiers, tmp_path, max_model_len=18, progress=False,
+                             plot=False, say=lambda m: None))
+    assert pool.limits == {"sum": 16, "neg": 16, "empty": 15}  # max_tokens 16; 18 - 3 = 15
+    assert (s["run"]["max_tokens"], s["run"]["max_model_len"]) == (16, 18)
+    with pytest.raises(ValueError, match="problem empty has a 3-token prompt, no room for a response in max_model_len 3"):
+        asyncio.run(evaluate(cfg4(), problems, ids, Recording(), verifiers, tmp_path / "b", max_model_len=3,
+                             progress=False, plot=False, say=lambda m: None))
 
 
 def test_a_verifier_failure_makes_infra_errors_counted_outside_the_denominator(tmp_path, verifiers):

@@ -17,7 +17,10 @@ def test_engine_kwargs_cpu_and_gpu():
     assert (cpu["model"], cpu["dtype"], cpu["seed"], cpu["max_model_len"]) == ("/m", "float32", 3, 1024)
     gpu = engine_kwargs("/m", RolloutConfig(tensor_parallel_size=4, gpu_memory_utilization=0.7), cpu=False)
     assert gpu["tensor_parallel_size"] == 4 and gpu["gpu_memory_utilization"] == 0.7
-    assert "kv_cache_memory_bytes" not in gpu and "distributed_executor_backend" not in gpu
+    assert "kv_cache_memory_bytes" not in gpu
+    # Several GPUs: vLLM's mp executor (its Ray executor refuses our one multi-GPU bundle) and its
+    # NCCL weight transfer, the only way new weights reach worker processes.
+    assert gpu["distributed_executor_backend"] == "mp" and gpu["weight_transfer_config"] == {"backend": "nccl"}
     assert LOGPROBS_MODE == "processed_logprobs"
     with pytest.raises(ValueError, match="tensor_parallel_size"):
         engine_kwargs("/m", RolloutConfig(tensor_parallel_size=0), cpu=True)
@@ -112,3 +115,15 @@ def test_scheduler_settings_default_to_vllm_offline_defaults(tmp_path, monkeypat
     assert (seen["sched"].max_num_seqs, seen["sched"].max_num_batched_tokens) == (256, 4096)
     engine_mod.build_engine(model, RolloutConfig(max_model_len=256, max_num_seqs=64, max_num_batched_tokens=1024))
     assert (seen["sched"].max_num_seqs, seen["sched"].max_num_batched_tokens) == (64, 1024)
+
+
+def test_the_recipe_runs_one_gpu_engines_and_refuses_multi_gpu_engines_without_nccl():
+    from nous_ray.config import ConfigError, load_config
+
+    cfg = load_config("configs/nouscoder_14b.yaml")
+    assert (cfg.rollout.tensor_parallel_size, cfg.rollout.gpus_per_worker) == (1, 1)
+    assert cfg.weight_sync.transport == "nccl"
+    assert engine_kwargs(cfg.model.path, cfg.rollout, cpu=False)["distributed_executor_backend"] == "uni"
+    with pytest.raises(ConfigError, match="weight_sync.transport.*tensor_parallel_size=2 needs 'nccl'"):
+        load_config("configs/nouscoder_14b.yaml", ["rollout.tensor_parallel_size=2", "rollout.gpus_per_worker=2",
+                                                   "weight_sync.transport=object_store"])

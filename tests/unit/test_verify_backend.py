@@ -94,7 +94,7 @@ class ScriptedWorker:
     def load(self, code):
         return None
 
-    def run(self, stdin, limits, call_fn=None):
+    def run(self, stdin, limits, call_fn=None, read_cap=None):
         self.calls += 1
         return self.runs.pop(0)
 
@@ -114,7 +114,7 @@ def test_longest_input_first():
     seen = []
 
     class Echo(ScriptedWorker):
-        def run(self, stdin, limits, call_fn=None):
+        def run(self, stdin, limits, call_fn=None, read_cap=None):
             seen.append(stdin)
             return raw(0.01, out=stdin)
     assert judge_program(Echo([]), p, "x").verdict is Verdict.ACCEPTED

@@ -1,4 +1,6 @@
-from nous_ray.verify.compare import stdout_matches, values_match
+import tracemalloc
+
+from nous_ray.verify.compare import LENGTH_FACTOR, LENGTH_SLACK, read_cap, stdout_matches, values_match
 
 
 def test_exact_and_whitespace():
@@ -33,3 +35,39 @@ def test_values_are_plain_json():
     assert values_match(2.0, 2)  # Python equality, as LiveCodeBench
     assert not values_match([1, 2], [2, 1])
     assert not values_match("1", 1)
+
+
+def test_decimal_path_needs_every_token_to_be_a_number():
+    assert not stdout_matches("YES 1.0", "YES 1")  # LiveCodeBench: "YES" is no Decimal, the line differs
+    assert stdout_matches("1.0 2", "1 2.00")
+    assert not stdout_matches("1 2", "1 2 3") and not stdout_matches("1 2 3", "1 2")
+
+
+def test_long_lines_compare_in_little_memory():
+    n = 1 << 15
+    expected = " ".join(["7"] * n)  # 64 KiB, one line
+    got = " ".join(["7.0"] * n)  # equal as decimals, so every token is compared
+    tracemalloc.start()
+    try:
+        assert stdout_matches(got, expected)
+        assert not stdout_matches(got + " 7", expected)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # Token lists would hold 32k strings per side (~2 MB); the copies of the two lines are all.
+    assert peak < 3 * (len(got) + len(expected)), peak
+
+
+def test_read_cap_bounds_the_judges_work():
+    assert read_cap("3") == LENGTH_FACTOR + LENGTH_SLACK
+    assert read_cap("é" * 10) == LENGTH_FACTOR * 20 + LENGTH_SLACK  # bytes, not characters
+
+
+def test_values_too_deep_to_compare_are_not_equal():
+    deep = []
+    for _ in range(100_000):
+        deep = [deep]
+    deep2 = []
+    for _ in range(100_000):
+        deep2 = [deep2]
+    assert not values_match(deep, deep2)

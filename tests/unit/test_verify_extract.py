@@ -27,3 +27,11 @@ def test_no_code_cases():
 def test_crlf_and_indented_content_kept():
     text = "```python\r\ndef f():\r\n    return 1\r\n```\r\n"
     assert extract_code(text) == "def f():\r\n    return 1\r\n"
+
+
+def test_fences_indented_up_to_three_spaces():
+    text = "Answer:\n  ```python\n  def f():\n      return 1\n  print(f())\n  ```\n"
+    assert extract_code(text) == "def f():\n    return 1\nprint(f())\n"  # the fence's indentation removed
+    assert extract_code("   ```py\nprint(1)\n```") == "print(1)\n"  # lines with less indentation keep theirs
+    assert extract_code("```python\nprint(1)\n   ```") == "print(1)\n"  # an indented closing fence
+    assert extract_code("    ```python\nprint(1)\n    ```") is None  # four spaces: code, not a fence

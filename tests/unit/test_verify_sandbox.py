@@ -5,15 +5,14 @@ import os
 import textwrap
 
 import pytest
+from sandbox_helpers import call_problem, descendants, stdin_problem
 
-from nous_ray.data.problem import Problem, TestCase
 from nous_ray.verify.judge import JudgeSettings, judge_program
 from nous_ray.verify.result import Verdict
 from nous_ray.verify.sandbox import SandboxWorker
 
 SETTINGS = JudgeSettings(max_output_mb=1.0, max_processes=32)
 SECRET = "SECRET-7f3a9c-ANSWER"
-IS_ROOT = os.geteuid() == 0
 
 
 @pytest.fixture(scope="module")
@@ -24,19 +23,6 @@ def worker():
     w.close()
 
 
-def stdin_problem(tests, **kw):
-    kw.setdefault("time_limit_s", 1.0)
-    kw.setdefault("memory_limit_mb", 512)
-    return Problem("p-stdin", "test", "statement", [TestCase(i, o) for i, o in tests], **kw)
-
-
-def call_problem(fn_name, tests, **kw):
-    kw.setdefault("time_limit_s", 1.0)
-    kw.setdefault("memory_limit_mb", 512)
-    return Problem("p-call", "test", "statement", [TestCase(i, o, "functional") for i, o in tests],
-                   fn_name=fn_name, **kw)
-
-
 ADD = stdin_problem([("1 2\n", "3\n"), ("10 20\n", "30\n"), ("100000 1\n", "100001\n")])
 SECRET_PROBLEM = stdin_problem([("x\n", SECRET + "\n")])
 TWO_SUM = call_problem("twoSum", [("[2, 7, 11, 15]\n9", "[0, 1]"), ("[3, 2, 4]\n6", "[1, 2]")])
@@ -44,33 +30,6 @@ TWO_SUM = call_problem("twoSum", [("[2, 7, 11, 15]\n9", "[0, 1]"), ("[3, 2, 4]\n
 
 def verdict(worker, problem, code, settings=SETTINGS):
     return judge_program(worker, problem, textwrap.dedent(code), settings)
-
-
-def sandbox_pids(uid):
-    pids = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/status") as f:
-                    for line in f:
-                        if line.startswith("Uid:") and int(line.split()[1]) == uid:
-                            pids.append(int(name))
-            except OSError:
-                pass
-    return pids
-
-
-def children_of(pid):
-    out = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        out.append(int(name))
-            except (OSError, IndexError, ValueError):
-                pass
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,7 +146,6 @@ def test_rejects_frame_and_heap_walking(worker):
     assert r.verdict is Verdict.WRONG_ANSWER, r
 
 
-@pytest.mark.skipif(not IS_ROOT, reason="reading the judge's memory is blocked by the uid drop (root only)")
 def test_rejects_reading_judge_memory(worker):
     code = f"""
     import re
@@ -243,8 +201,11 @@ def test_rejects_listing_working_dir_and_tmp(worker):
             if dirpath.count(os.sep) - root.count(os.sep) >= 2:
                 dirs[:] = []
             for name in files[:200]:
+                path = os.path.join(dirpath, name)
+                if not os.path.isfile(path):  # a terminal (/dev/ptmx) would block the read
+                    continue
                 try:
-                    data = open(os.path.join(dirpath, name), errors="ignore").read(1 << 16)
+                    data = open(path, errors="ignore").read(1 << 16)
                 except OSError:
                     continue
                 if "SECRET-" in data:
@@ -256,14 +217,10 @@ def test_rejects_listing_working_dir_and_tmp(worker):
     assert "cwd" not in r.detail
 
 
-@pytest.mark.skipif(not IS_ROOT, reason="root-only files are unreadable only after the uid drop")
 def test_rejects_reading_test_file_on_disk(worker, tmp_path):
-    if worker.info.get("keep_root_files"):
-        pytest.skip("this Python lives where only root can read (e.g. /root): children keep root's "
-                    "file access, so root-only files are readable; the uid drop still applies")
     path = tmp_path / "tests.jsonl"
     path.write_text(json.dumps(SECRET_PROBLEM.to_dict()))
-    path.chmod(0o600)
+    path.chmod(0o644)  # readable by anyone on the host: it is the sandbox's view that hides it
     code = f"""
     import json
     try:
@@ -286,7 +243,7 @@ def test_empty_fresh_working_directory(worker):
 def test_rejects_infinite_loop(worker):
     r = verdict(worker, ADD, "while True:\n    pass")
     assert r.verdict is Verdict.TIME_LIMIT
-    assert r.cpu_s >= 1.0
+    assert r.cpu_s > 0  # (under load the wall backstop may stop it before a second of CPU)
 
 
 def test_rejects_sleeping_past_limit(worker):
@@ -307,13 +264,11 @@ def test_rejects_memory_past_limit(worker, code):
 def test_rejects_fork_bomb_and_leaves_nothing(worker):
     code = "import os\nwhile True:\n    os.fork()"
     r = verdict(worker, ADD, code)
-    assert r.verdict is not Verdict.ACCEPTED
-    assert children_of(worker.pid) == []
-    if IS_ROOT:
-        assert sandbox_pids(200_000 + worker.pid) == []
+    assert r.verdict is Verdict.RUNTIME_ERROR and "PermissionError" in r.detail, r
+    assert len(descendants(worker.pid)) == 1  # the fork-server alone
 
 
-def test_escaped_daemon_is_killed(worker):
+def test_cannot_start_a_daemon(worker):
     code = """
     import os, time
     if os.fork() == 0:
@@ -325,10 +280,8 @@ def test_escaped_daemon_is_killed(worker):
     print(a + b)
     """
     r = verdict(worker, ADD, code)
-    assert r.verdict is Verdict.ACCEPTED, r
-    assert children_of(worker.pid) == []
-    if IS_ROOT:
-        assert sandbox_pids(200_000 + worker.pid) == []
+    assert r.verdict is Verdict.RUNTIME_ERROR and "PermissionError" in r.detail, r
+    assert len(descendants(worker.pid)) == 1
 
 
 def test_rejects_printing_gigabytes(worker):

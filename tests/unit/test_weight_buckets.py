@@ -143,3 +143,135 @@ def test_staging_buffer_is_reused_and_round_trips():
     assert staging[12:16].tolist() == [0, 0, 0, 0]  # the alignment gap is zeroed, not stale
     with pytest.raises(ValueError, match="staging"):
         list(iter_buckets(ts, 200, staging=np.zeros(4, dtype=np.float32)))
+
+
+# ---- layer-aligned plans, and the two-buffer NCCL stream (communicator replaced) ----------------
+
+def _qwen_like(layers=3, hidden=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    out = [("model.embed_tokens.weight", torch.randn(20, hidden, generator=g))]
+    for i in range(layers):
+        for part, shape in (("self_attn.q_proj", (hidden, hidden)), ("self_attn.k_proj", (4, hidden)),
+                            ("input_layernorm", (hidden,)), ("mlp.down_proj", (hidden, 12))):
+            out.append((f"model.layers.{i}.{part}.weight", torch.randn(*shape, generator=g)))
+    out += [("model.norm.weight", torch.randn(hidden, generator=g)),
+            ("lm_head.weight", torch.randn(20, hidden, generator=g).to(torch.bfloat16))]
+    return out
+
+
+@pytest.mark.parametrize("bucket_bytes", [1, 300, 700, 1500, 10**6])
+def test_plan_equals_the_packed_tables_and_layers_never_straddle(bucket_bytes):
+    from nous_ray.weight_sync.buckets import layer_key, plan_buckets
+
+    src = _qwen_like()
+    packed = pack_buckets(src, bucket_bytes)
+    plan = plan_buckets([(n, tuple(t.shape), t.dtype) for n, t in src], bucket_bytes)
+    assert [b.meta() for b in packed] == plan
+    home: dict = {}
+    for i, b in enumerate(plan):
+        for n in b.names:
+            if layer_key(n):
+                assert home.setdefault(layer_key(n), i) == i, (n, bucket_bytes)
+        # Past the limit only when the bucket is one layer (or one tensor) alone.
+        if packed[i].nbytes > bucket_bytes:
+            assert len({layer_key(n) or n for n in b.names}) == 1
+
+
+def test_layer_split_by_hand():
+    from nous_ray.weight_sync.buckets import layer_key, plan_buckets
+
+    # embed 640 B; a layer 256 + 128 + 32 + 384 = 800 B (aligned); norm 32 B; bf16 head 320 B.
+    metas = [(n, tuple(t.shape), t.dtype) for n, t in _qwen_like()]
+    plan = plan_buckets(metas, 800)
+    assert [[layer_key(n) or n for n in b.names] for b in plan] == [
+        ["model.embed_tokens.weight"], ["model.layers.0"] * 4, ["model.layers.1"] * 4, ["model.layers.2"] * 4,
+        ["model.norm.weight", "lm_head.weight"]]
+    assert plan[4].offsets == [0, 32]
+    # One byte less and a layer no longer fits any bucket: each layer goes alone, over the limit.
+    assert [len(b) for b in plan_buckets(metas, 799)] == [1, 4, 4, 4, 2]
+    assert [len(b) for b in plan_buckets(metas, 2000)] == [1 + 4, 4 + 4 + 2]
+
+
+def _recorder(sources):
+    """A communicator that fills each broadcast buffer with the next source bucket's bytes."""
+    class Comm:
+        def __init__(self):
+            self.calls, self.buffers, self.log = 0, set(), []
+
+        def broadcast(self, tensor, src, stream=None):
+            tensor.copy_(torch.from_numpy(sources[self.calls]))
+            self.buffers.add(tensor.untyped_storage().data_ptr())
+            self.log.append(("recv", self.calls))
+            self.calls += 1
+    return Comm()
+
+
+def test_receive_streams_through_two_reused_buffers():
+    from nous_ray.weight_sync.buckets import bucket_nbytes
+    from nous_ray.weight_sync.nccl import BucketBuffers, receive_tensors
+
+    src = _qwen_like(layers=5)
+    packed = pack_buckets(src, 800)
+    plan = [b.meta() for b in packed]
+    comm = _recorder([b.data.copy() for b in packed])
+    buffers = BucketBuffers(max(bucket_nbytes(t) for t in plan), "cpu")
+    got = []
+    for name, t in receive_tensors(comm, plan, buffers):
+        comm.log.append(("load", name))
+        got.append((name, t.clone()))
+        del t
+    assert [n for n, _ in got] == [n for n, _ in src]
+    assert all(_same(a, b) for (_, a), (_, b) in zip(got, src))
+    assert comm.calls == len(plan) >= 7 and len(comm.buffers) == 2
+    assert buffers.allocated_bytes == 2 * buffers.nbytes and buffers.replaced == 0
+    # Each bucket arrives one ahead of the loads: bucket i right after bucket i - 1's first tensor loaded.
+    for i in range(1, len(plan)):
+        assert comm.log[comm.log.index(("recv", i)) - 1] == ("load", plan[i - 1].names[0])
+
+
+def test_a_buffer_still_viewed_is_not_overwritten():
+    from nous_ray.weight_sync.nccl import BucketBuffers, receive_tensors
+
+    src = _qwen_like(layers=4)
+    packed = pack_buckets(src, 800)
+    plan = [b.meta() for b in packed]
+    for holds, fresh in ((None, True), (lambda buf: False, False)):
+        buffers = BucketBuffers(max(b.nbytes for b in packed), "cpu", holds=holds)
+        kept = None
+        for name, t in receive_tensors(_recorder([b.data.copy() for b in packed]), plan, buffers):
+            if name == "model.layers.0.input_layernorm.weight":
+                kept = t  # a consumer that keeps a tensor of bucket 1 past its bucket
+            del t
+        want = dict(src)["model.layers.0.input_layernorm.weight"]
+        assert buffers.replaced == (1 if fresh else 0)
+        # Without a say from the consumer the buffer is left to the kept tensor, which stays intact;
+        # a consumer that declares it done with it gets the buffer overwritten.
+        assert torch.equal(kept, want) == fresh
+
+
+def test_send_fills_two_buffers_in_turn_with_the_packed_bytes():
+    from nous_ray.weight_sync.buckets import bucket_nbytes, unpack_bucket
+    from nous_ray.weight_sync.nccl import BucketBuffers, send_buckets
+
+    src = dict(_qwen_like(layers=5))
+    packed = pack_buckets(src.items(), 800)
+    plan = [b.meta() for b in packed]
+
+    class Comm:
+        sent, buffers = [], set()
+
+        def broadcast(self, tensor, src, stream=None):
+            self.buffers.add(tensor.untyped_storage().data_ptr())
+            self.sent.append(tensor.numpy().copy())
+
+    def fill(table, out):  # what a learner's gather does: write each tensor in place
+        for (name, view) in unpack_bucket(Bucket(table.names, table.shapes, table.dtypes, table.offsets, out)):
+            view.copy_(src[name])
+
+    comm = Comm()
+    buffers = BucketBuffers(max(bucket_nbytes(t) for t in plan), "cpu")
+    buffers.take(0).fill_(0xAB)  # stale bytes from an earlier sync must not leak into the gaps
+    buffers.take(1).fill_(0xAB)
+    assert send_buckets(comm, plan, fill, buffers) == sum(b.nbytes for b in packed)
+    assert len(comm.buffers) == 2 and buffers.allocated_bytes == 2 * buffers.nbytes
+    assert all(np.array_equal(a, b.data) for a, b in zip(comm.sent, packed))
