@@ -78,6 +78,12 @@ class RolloutConfig:
     gpu_memory_utilization: float = 0.85
     max_model_len: int = 1024
     enforce_eager: bool = True
+    # Scheduler: sequences and tokens per engine step, chunked prefill. None takes vLLM's own offline
+    # (``vllm.LLM``) defaults for the hardware (vllm/engine/arg_utils.py ``get_batch_defaults``):
+    # CPU 256 sequences / 4,096 tokens per TP rank; H100/H200 and B200 1,024 / 16,384.
+    max_num_seqs: Optional[int] = None
+    max_num_batched_tokens: Optional[int] = None
+    enable_chunked_prefill: Optional[bool] = None
     # Prompts (groups) in flight on one worker at once. The driver sends one call per group and
     # spreads the open slots of the staleness window over the workers, fewest in flight first; the
     # engine batches the concurrent calls (continuous batching), so this caps one engine's batch at
@@ -183,9 +189,10 @@ class LearnerConfig:
     logprob_chunk_size: int = 1024
     activation_checkpointing: bool = False
     reshard_after_forward: bool = True
-    # transformers attention kernel: "sdpa" (CPU and GPU) or "flash_attention_2" (GPU, if installed).
-    # Packed micro-batches are correct with both (see nous_ray/train/microbatch.py).
-    attn_implementation: str = "sdpa"
+    # Attention over packed rows. "varlen" (nous_ray/train/attention.py): per-sequence cost, torch's
+    # varlen flash kernel on GPU, one sdpa per sequence on CPU. "sdpa": a dense block-diagonal mask
+    # over the whole row (cost quadratic in the row). "flash_attention_2": needs the flash-attn package.
+    attn_implementation: str = "varlen"
 
 
 @dataclass

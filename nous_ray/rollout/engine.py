@@ -60,12 +60,17 @@ def engine_kwargs(
         distributed_executor_backend=executor_backend(cfg.tensor_parallel_size),
         logprobs_mode=LOGPROBS_MODE,
         enable_prefix_caching=True,
+        # Per-step stats cost time on every engine step; the driver measures what it reports.
+        disable_log_stats=True,
     )
     if cpu:
         # A small fixed KV cache: by default vLLM-CPU reserves most of the machine's memory.
         kw["kv_cache_memory_bytes"] = cfg.kv_cache_memory_bytes
     else:
         kw["gpu_memory_utilization"] = cfg.gpu_memory_utilization
+    for key in ("max_num_seqs", "max_num_batched_tokens", "enable_chunked_prefill"):
+        if getattr(cfg, key) is not None:
+            kw[key] = getattr(cfg, key)
     if cfg.tensor_parallel_size > 1:
         # The workers are other processes: new weights reach them through vLLM's own NCCL weight
         # transfer (nous_ray.rollout.weights.join_weight_transfer), which this creates in each worker.
@@ -82,6 +87,10 @@ def build_engine(model_path: str, cfg: RolloutConfig, *, dtype: str = "auto", se
     # Must be set before vLLM reads its environment: keep the engine core in this process.
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     from vllm import EngineArgs
+    from vllm.usage.usage_lib import UsageContext
     from vllm.v1.engine.llm_engine import LLMEngine
 
-    return LLMEngine.from_engine_args(EngineArgs(**engine_kwargs(model_path, cfg, dtype=dtype, seed=seed, hf_overrides=hf_overrides)))
+    args = EngineArgs(**engine_kwargs(model_path, cfg, dtype=dtype, seed=seed, hf_overrides=hf_overrides))
+    # LLM_CLASS: the offline scheduler defaults (vllm.LLM's), not the engine context's smaller ones
+    # (on CPU 256 sequences / 4,096 tokens per step instead of 128 / 2,048: half the engine steps).
+    return LLMEngine.from_engine_args(args, usage_context=UsageContext.LLM_CLASS)

@@ -21,6 +21,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from nous_ray.train.attention import cu_seqlens
+
 __all__ = ["MicroBatch", "build_micro_batch", "dummy_micro_batch"]
 
 
@@ -32,6 +34,8 @@ class MicroBatch:
     response token; targets: [N] those tokens. seq_idx, tok_idx: [N] each scored token's sequence
     (0..B-1) and place in its response, to scatter per-token values into [B, L].
     behaviour: [B, L] the rollout engine's log-probs (0 on padding); advantages: [B]; mask: [B, L].
+    cu_seqlens: [B+1] int32 starts of the sequences in the row (and its end), max_seqlen the longest:
+    the boundaries a variable-length attention kernel needs (nous_ray/train/attention.py).
     indices: the sequences' positions in the caller's list.
     """
 
@@ -44,6 +48,8 @@ class MicroBatch:
     behaviour: Tensor
     advantages: Tensor
     mask: Tensor
+    cu_seqlens: Tensor
+    max_seqlen: int
     indices: list[int]
 
     @property
@@ -86,7 +92,7 @@ def build_micro_batch(
     L = max(1, max(len(r) for r in responses))
     ids: list[int] = []
     pos: list[int] = []
-    pred, tgt, sidx, tidx = [], [], [], []
+    pred, tgt, sidx, tidx, lengths = [], [], [], [], []
     beh = torch.zeros(B, L, dtype=torch.float32)
     mask = torch.zeros(B, L, dtype=torch.bool)
     for b, (p, r) in enumerate(zip(prompts, responses)):
@@ -96,6 +102,7 @@ def build_micro_batch(
         ids.extend(p)
         ids.extend(r)
         n = len(p) + len(r)
+        lengths.append(n)
         pos.extend(range(n))
         k = len(r)
         pred.extend(range(off + len(p) - 1, off + len(p) - 1 + k))
@@ -115,6 +122,7 @@ def build_micro_batch(
     if adv.shape != (B,):
         raise ValueError(f"build_micro_batch: {len(adv)} advantages for {B} sequences")
     long = lambda x: torch.tensor(x, dtype=torch.long)  # noqa: E731
+    cu, max_len = cu_seqlens(lengths)
     return MicroBatch(
         input_ids=long(ids)[None],
         position_ids=long(pos)[None],
@@ -125,6 +133,8 @@ def build_micro_batch(
         behaviour=beh,
         advantages=adv,
         mask=mask,
+        cu_seqlens=cu,
+        max_seqlen=max_len,
         indices=idx,
     )
 

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from nous_ray.algo import token_entropy, token_logprobs
+from nous_ray.train.attention import VARLEN, register
 
 __all__ = ["PolicyModule", "build_policy", "load_policy", "load_weights_from_rank0", "shard_policy"]
 
@@ -42,19 +43,28 @@ class PolicyModule(nn.Module):
         targets: Tensor,
         temperature: float = 1.0,
         with_entropy: bool = False,
+        cu_seqlens: Optional[Tensor] = None,
+        max_seqlen: Optional[int] = None,
     ) -> tuple[Tensor, Optional[Tensor]]:
         """Log-probs (and entropies) of ``targets`` predicted at ``pred_pos`` of a packed row.
 
         Args:
             input_ids, position_ids: [1, T]; position ids restart at 0 at each packed sequence.
             pred_pos: [N] row positions to score; targets: [N] the tokens that follow them.
+            cu_seqlens: [B+1] starts of the packed sequences, max_seqlen the longest: handed to
+                variable-length attention kernels (``varlen``, ``flash_attention_2``); ``sdpa``
+                finds the boundaries from the position resets instead.
 
         Returns:
             ``(logprobs [N] float32, entropy [N] float32 or None)``; entropy is computed without grad.
         """
         # use_cache=False matters: with a cache transformers skips the packed-sequence mask and
         # lets sequences of the row attend to each other.
-        out = self.model(input_ids=input_ids, position_ids=position_ids, use_cache=False)
+        varlen = {}
+        if cu_seqlens is not None:
+            varlen = dict(cu_seq_lens_q=cu_seqlens, cu_seq_lens_k=cu_seqlens, max_length_q=max_seqlen,
+                          max_length_k=max_seqlen)
+        out = self.model(input_ids=input_ids, position_ids=position_ids, use_cache=False, **varlen)
         h = out.last_hidden_state[0].index_select(0, pred_pos)
         w = self.lm_head.weight
         lp = token_logprobs(h, w, targets, chunk_size=self.chunk_size, temperature=temperature)
@@ -78,13 +88,15 @@ def build_policy(
     config,
     dtype: torch.dtype,
     chunk_size: int,
-    attn_implementation: str = "sdpa",
+    attn_implementation: str = VARLEN,
     activation_checkpointing: bool = False,
 ) -> PolicyModule:
     """A :class:`PolicyModule` of ``config`` (a transformers config) on the meta device: structure,
     no memory. Shard it (:func:`shard_policy`), then :func:`load_weights_from_rank0`."""
     from transformers import AutoModelForCausalLM
 
+    if attn_implementation == VARLEN:
+        register()
     with torch.device("meta"):
         lm = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn_implementation)
     for attr in ("model", "lm_head"):

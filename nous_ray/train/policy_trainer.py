@@ -165,7 +165,8 @@ class PolicyTrainer:
         ).to(self.device)
 
     def _run(self, mb: MicroBatch, temperature: float, with_entropy: bool = False):
-        return self.policy(mb.input_ids, mb.position_ids, mb.pred_pos, mb.targets, temperature, with_entropy)
+        return self.policy(mb.input_ids, mb.position_ids, mb.pred_pos, mb.targets, temperature, with_entropy,
+                           mb.cu_seqlens, mb.max_seqlen)
 
     def _dummy_backward(self) -> None:
         mb = dummy_micro_batch(self.pad_id).to(self.device)

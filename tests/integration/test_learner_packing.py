@@ -1,8 +1,9 @@
-"""Packed rows score every sequence exactly as it scores alone (transformers' sdpa, CPU).
+"""Packed rows score every sequence exactly as it scores alone, with each attention implementation.
 
-The learner packs several sequences into one row with position ids restarting at 0 and relies on
-transformers turning that into a block-diagonal causal mask. If a transformers upgrade stops doing
-so, sequences of a row would attend to each other and these tests fail.
+The learner packs several sequences into one row with position ids restarting at 0. With ``sdpa`` it
+relies on transformers turning that into a block-diagonal causal mask; with ``varlen`` (the default,
+nous_ray/train/attention.py) on the sequence boundaries the micro-batch passes. If either stops
+isolating sequences, sequences of a row attend to each other and these tests fail.
 """
 
 import random
@@ -37,13 +38,23 @@ def _reference(lm, prompts, responses):
     return torch.cat(out)
 
 
-def test_packed_logprobs_and_grads_match_unpacked(model_dir):
+IMPLEMENTATIONS = pytest.mark.parametrize("attn", ["varlen", "sdpa"])
+
+
+def _score(policy, mb, **kw):
+    return policy(mb.input_ids, mb.position_ids, mb.pred_pos, mb.targets, cu_seqlens=mb.cu_seqlens,
+                  max_seqlen=mb.max_seqlen, **kw)
+
+
+@IMPLEMENTATIONS
+def test_packed_logprobs_and_grads_match_unpacked(model_dir, attn):
     torch.manual_seed(0)
-    policy = load_policy(model_dir, torch.float32, chunk_size=7)
+    policy = load_policy(model_dir, torch.float32, chunk_size=7, attn_implementation=attn)
+    assert policy.config._attn_implementation == attn
     lm = policy._lm[0]
     prompts, responses = _batch(0)
     mb = build_micro_batch(prompts, responses)
-    lp, ent = policy(mb.input_ids, mb.position_ids, mb.pred_pos, mb.targets, with_entropy=True)
+    lp, ent = _score(policy, mb, with_entropy=True)
     ref = _reference(lm, prompts, responses)
     assert lp.shape == ref.shape
     assert torch.allclose(lp.double(), ref, atol=2e-5), (lp.double() - ref).abs().max()
@@ -58,14 +69,15 @@ def test_packed_logprobs_and_grads_match_unpacked(model_dir):
         assert torch.allclose(packed_grads[n], p.grad, atol=1e-4, rtol=1e-3), n
 
 
-def test_no_cross_sequence_attention(model_dir):
+@IMPLEMENTATIONS
+def test_no_cross_sequence_attention(model_dir, attn):
     # Changing the first sequence's tokens must not move the second sequence's log-probs.
-    policy = load_policy(model_dir, torch.float32, chunk_size=64)
+    policy = load_policy(model_dir, torch.float32, chunk_size=64, attn_implementation=attn)
     a = build_micro_batch([[5, 6, 7], [8, 9]], [[10, 11], [12, 13, 14]])
     b = build_micro_batch([[50, 60, 70], [8, 9]], [[100, 110], [12, 13, 14]])
     with torch.no_grad():
-        la, _ = policy(a.input_ids, a.position_ids, a.pred_pos, a.targets)
-        lb, _ = policy(b.input_ids, b.position_ids, b.pred_pos, b.targets)
+        la, _ = _score(policy, a)
+        lb, _ = _score(policy, b)
     second = a.seq_idx == 1
     assert torch.allclose(la[second], lb[second], atol=1e-6)
     assert not torch.allclose(la[~second], lb[~second], atol=1e-3)

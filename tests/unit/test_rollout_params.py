@@ -94,6 +94,29 @@ def test_check_prompts_and_actor_options():
         rollout_actor_options(RolloutConfig(gpus_per_worker=1, tensor_parallel_size=2))
 
 
+def test_scheduler_settings_default_to_vllm_offline_defaults(tmp_path, monkeypatch):
+    """build_engine schedules like ``vllm.LLM`` (offline defaults: on CPU 256 sequences / 4,096 tokens
+    per step), not like a bare ``LLMEngine`` (128 / 2,048, twice the engine steps); config keys win."""
+    from vllm.v1.engine.llm_engine import LLMEngine
+
+    from nous_ray.config import ModelConfig
+    from nous_ray.models.tiny import build_tiny_model_dir
+    from nous_ray.rollout import engine as engine_mod
+
+    model = str(build_tiny_model_dir(ModelConfig(), tmp_path / "m"))
+    seen = {}
+
+    def capture(args, usage_context=None, **kw):
+        seen["sched"] = args.create_engine_config(usage_context).scheduler_config
+        return "engine"
+
+    monkeypatch.setattr(LLMEngine, "from_engine_args", classmethod(lambda cls, *a, **k: capture(*a, **k)))
+    assert engine_mod.build_engine(model, RolloutConfig(max_model_len=256)) == "engine"
+    assert (seen["sched"].max_num_seqs, seen["sched"].max_num_batched_tokens) == (256, 4096)
+    engine_mod.build_engine(model, RolloutConfig(max_model_len=256, max_num_seqs=64, max_num_batched_tokens=1024))
+    assert (seen["sched"].max_num_seqs, seen["sched"].max_num_batched_tokens) == (64, 1024)
+
+
 def test_the_recipe_runs_one_gpu_engines_and_refuses_multi_gpu_engines_without_nccl():
     from nous_ray.config import ConfigError, load_config
 
