@@ -53,6 +53,7 @@ from nous_ray.driver.scoring import BatchBuffer, Counters, ScoredGroup, score_gr
 from nous_ray.driver.workers import Workers
 from nous_ray.metrics import MetricsSink
 from nous_ray.samples import Sample
+from nous_ray.verdicts import Verdict, infra_error_record
 
 log = logging.getLogger("nous_ray.driver")
 
@@ -298,8 +299,7 @@ class Driver:
         self._stats.verify_s += self._now() - t_call
         self._stats.verify_calls += 1
         for j, s in enumerate(samples):
-            v = verdicts[j] if verdicts else {"verdict": "infra_error", "reward": None,
-                                              "detail": "verifier call failed"}
+            v = verdicts[j] if verdicts else infra_error_record("verifier call failed")
             s.verdict, s.reward = v["verdict"], v["reward"]
             if s.reward is None:
                 self._last_infra_error = v.get("detail") or s.verdict
@@ -308,7 +308,7 @@ class Driver:
             if s.reward is not None:
                 st.verified += 1
                 st.reward_sum += s.reward
-                st.accepted += s.verdict == "accepted"
+                st.accepted += s.verdict == Verdict.ACCEPTED
             st.response_tokens += len(s.response_ids)
             st.truncated += s.truncated
         group = score_group(samples, self.cfg.algo, self.counters)
@@ -583,7 +583,7 @@ class Driver:
         results = await asyncio.gather(*(self.w.verifiers.verify_group(self.problems[g], [s.text for s in ss])
                                          for g, ss in by_group.items()))
         flat = [v for r in results for v in r if v["reward"] is not None]
-        return sum(v["verdict"] == "accepted" for v in flat) / max(1, len(flat))
+        return sum(v["verdict"] == Verdict.ACCEPTED for v in flat) / max(1, len(flat))
 
     async def warm_start(self) -> None:
         ic = self.cfg.init

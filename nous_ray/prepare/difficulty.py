@@ -23,8 +23,9 @@ from nous_ray.config import Config
 from nous_ray.data.problem import Problem
 from nous_ray.prepare.cache import ResultCache
 from nous_ray.prepare.stage import Dropped, Note, StageResult
+from nous_ray.verdicts import Verdict
 
-ACCEPTED, INFRA = "accepted", "infra_error"
+ACCEPTED, INFRA = Verdict.ACCEPTED.value, Verdict.INFRA_ERROR.value
 
 
 class Sampler(Protocol):
