@@ -7,7 +7,7 @@ Pure bookkeeping, no Ray: the driver loop feeds verified groups in and takes bat
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from functools import cached_property
 
 import torch
@@ -41,6 +41,15 @@ class Counters:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def state_dict(self) -> dict:
+        return self.to_dict()
+
+    def load_state_dict(self, d: dict) -> None:
+        """Counts saved by :meth:`state_dict`; one an older checkpoint lacks keeps its value here."""
+        for f in fields(self):
+            if f.name in d:
+                setattr(self, f.name, d[f.name])
 
 
 @dataclass
