@@ -19,7 +19,7 @@ from actors.rollout import RolloutWorker, rollout_actor_options
 from actors.verifier import create_verifiers
 from nous_ray.config import Config
 from nous_ray.data.problem import Problem
-from nous_ray.samples import Sample
+from nous_ray.samples import GenerationRequest, Sample
 from nous_ray.verdicts import VerdictRecord
 
 log = logging.getLogger(__name__)
@@ -49,11 +49,12 @@ class RolloutPool:
             self.model_path, r, dtype=self.cfg.model.dtype, seed=self.cfg.model.seed + i,
             hf_overrides=self.hf_overrides, max_model_len=self.max_model_len)
 
-    async def generate(self, i: int, requests: list[dict], n: int, sampling: dict, max_tokens: int) -> list[Sample]:
-        """``n`` samples for each request ``{group_id, problem_id, prompt_ids}``, flattened."""
+    async def generate(self, i: int, requests: list[GenerationRequest], n: int, sampling: dict,
+                       max_tokens: int) -> list[Sample]:
+        """``n`` samples for each request, flattened."""
         groups = await result_of(self.workers[i].generate.remote(
-            [q["prompt_ids"] for q in requests], n, {**sampling, "max_tokens": max_tokens},
-            problem_ids=[q["problem_id"] for q in requests], group_ids=[q["group_id"] for q in requests]))
+            [q.prompt_ids for q in requests], n, {**sampling, "max_tokens": max_tokens},
+            problem_ids=[q.problem_id for q in requests], group_ids=[q.group_id for q in requests]))
         return [s for g in groups for s in g]
 
     async def score(self, i: int, prompt_ids: list[int], response_ids: list[int]) -> list[float]:

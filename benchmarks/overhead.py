@@ -48,6 +48,7 @@ def bench_rollout(cfg, model_path: str, placement, args) -> tuple[float, float]:
     from launch.train import prepare_inputs
     from nous_ray.rollout.engine import engine_kwargs
     from nous_ray.rollout.sampling import make_sampling_params
+    from nous_ray.samples import GenerationRequest
 
     problems, prompt_ids, _ = prepare_inputs(cfg, model_path)
     prompts = [prompt_ids[i % len(prompt_ids)] for i in range(args.prompts)]
@@ -61,8 +62,7 @@ def bench_rollout(cfg, model_path: str, placement, args) -> tuple[float, float]:
                logprobs_mode=engine_kwargs(model_path, r, cpu=True)["logprobs_mode"])
     params = make_sampling_params(sampling, args.samples)
     pool = RolloutPool(cfg, model_path, placement)
-    requests = [{"group_id": i, "problem_id": problems[i % len(problems)].id, "prompt_ids": p}
-                for i, p in enumerate(prompts)]
+    requests = [GenerationRequest(i, problems[i % len(problems)].id, p) for i, p in enumerate(prompts)]
 
     def run_bare():
         from vllm.inputs import TokensPrompt

@@ -52,7 +52,7 @@ from nous_ray.driver.step_metrics import StepStats, StepTimes, Waits, progress_l
 from nous_ray.driver.warm_start import CheckpointedRandom, run_warm_start, sampled_pass_rate
 from nous_ray.driver.workers import Workers
 from nous_ray.metrics import MetricsSink
-from nous_ray.samples import Sample
+from nous_ray.samples import GenerationRequest, Sample
 from nous_ray.verdicts import Verdict, infra_error_record
 
 log = logging.getLogger("nous_ray.driver")
@@ -187,7 +187,7 @@ class Driver:
 
     async def _generate_group(self, i: int, gid: int, idx: int) -> None:
         issued_step, incarnation = self.step, self._incarnation[i]
-        request = {"group_id": gid, "problem_id": self.problems[idx].id, "prompt_ids": self.prompt_ids[idx]}
+        request = GenerationRequest(gid, self.problems[idx].id, self.prompt_ids[idx])
         t_call = self._now()
         try:
             samples = await self.w.rollout.generate(
@@ -284,7 +284,7 @@ class Driver:
         self._verifying -= 1
         self._outstanding.pop(gid, None)
         if group.useful:
-            group.samples[0].extra["problem_index"] = idx  # re-issued if a checkpoint finds it buffered
+            group.problem_index = idx  # re-issued if a checkpoint finds it buffered
             self.buffer.add(group)
         self._changed.set()
 

@@ -59,6 +59,8 @@ class ScoredGroup:
     # Overlong-filtered samples: their rewards shaped the group's advantages, but they do not train.
     # They go wherever the group goes (counted as dropped_truncated when it trains, else with it).
     truncated: list[Sample] = field(default_factory=list)
+    # The problem it answers (set by the driver): a checkpoint that finds the group buffered re-issues it.
+    problem_index: int | None = None
 
     @cached_property  # the buffer asks at every change; the samples never change once scored
     def version(self) -> int:
@@ -126,8 +128,8 @@ class BatchBuffer:
         return sum(len(g.samples) for g in self._groups)
 
     def problem_indices(self) -> list[int]:
-        """The problems of the buffered groups (recorded by the driver in ``extra``)."""
-        return [g.samples[0].extra["problem_index"] for g in self._groups if "problem_index" in g.samples[0].extra]
+        """The problems of the buffered groups (those the driver recorded)."""
+        return [g.problem_index for g in self._groups if g.problem_index is not None]
 
     def add(self, group: ScoredGroup) -> None:
         assert group.useful

@@ -15,7 +15,7 @@ from typing import Any, Awaitable, Callable
 from nous_ray.config import Config, OptimConfig
 from nous_ray.data.problem import Problem
 from nous_ray.driver.workers import Learner, RolloutPool, VerifierPool
-from nous_ray.samples import Sample
+from nous_ray.samples import GenerationRequest, Sample
 from nous_ray.verdicts import Verdict
 
 
@@ -37,7 +37,7 @@ async def sampled_pass_rate(rollout: RolloutPool, verifiers: VerifierPool, probl
                             prompt_ids: list[list[int]], group_size: int, sampling: dict, max_tokens: int) -> float:
     """The fraction of verified samples accepted, one group of ``group_size`` per problem, all sampled by
     rollout worker 0; infra errors are left out."""
-    requests = [{"group_id": k, "problem_id": p.id, "prompt_ids": prompt_ids[k]} for k, p in enumerate(problems)]
+    requests = [GenerationRequest(k, p.id, prompt_ids[k]) for k, p in enumerate(problems)]
     samples = await rollout.generate(0, requests, group_size, sampling, max_tokens)
     by_group: dict[int, list[Sample]] = {}
     for s in samples:

@@ -14,14 +14,14 @@ from typing import Any, Protocol
 
 from nous_ray.config import OptimConfig
 from nous_ray.data.problem import Problem
-from nous_ray.samples import Sample
+from nous_ray.samples import GenerationRequest, Sample
 from nous_ray.verdicts import VerdictRecord
 
 
 class RolloutPool(Protocol):
     size: int
 
-    async def generate(self, i: int, requests: list[dict], n: int, sampling: dict,
+    async def generate(self, i: int, requests: list[GenerationRequest], n: int, sampling: dict,
                        max_tokens: int) -> list[Sample]: ...  # n samples per request, flattened
     async def replace(self, i: int) -> None: ...  # a fresh worker in i's place; done once it is ready
     async def score(self, i: int, prompt_ids: list[int], response_ids: list[int]) -> list[float]: ...

@@ -24,6 +24,7 @@ from nous_ray.config import Config
 from nous_ray.data.problem import Problem
 from nous_ray.eval.records import EvalResumeError, ResultsFile, make_record, settings_conflict
 from nous_ray.eval.summary import summarize
+from nous_ray.samples import GenerationRequest
 from nous_ray.verdicts import Verdict, infra_error_record
 
 log = logging.getLogger("nous_ray.eval")
@@ -207,7 +208,7 @@ class _Generation:
         """Worker ``i``'s share: one problem at a time, until none is left."""
         while self._todo:
             idx = self._todo.popleft()
-            req = {"group_id": idx, "problem_id": self.problems[idx].id, "prompt_ids": self.prompt_ids[idx]}
+            req = GenerationRequest(idx, self.problems[idx].id, self.prompt_ids[idx])
             samples = await self.rollout.generate(i, [req], self.n, self.sampling, self.limits[idx])
             if len(samples) != self.n:
                 raise RuntimeError(f"eval: rollout worker {i} returned {len(samples)} samples for problem "

@@ -19,7 +19,7 @@ from pathlib import Path
 from nous_ray.config import Config, OptimConfig
 from nous_ray.data.problem import Problem
 from nous_ray.driver.workers import Workers
-from nous_ray.samples import Sample
+from nous_ray.samples import GenerationRequest, Sample
 from nous_ray.sim.clock import SimClock
 from nous_ray.sim.cost import CostModel
 from nous_ray.sim.engine import EngineRecords, SimEngine
@@ -180,10 +180,11 @@ class SimRolloutPool:
     def size(self) -> int:
         return len(self.engines)
 
-    async def generate(self, i: int, requests: list[dict], n: int, sampling: dict, max_tokens: int) -> list[Sample]:
+    async def generate(self, i: int, requests: list[GenerationRequest], n: int, sampling: dict,
+                       max_tokens: int) -> list[Sample]:
         groups = await self.engines[i].generate(
-            [q["prompt_ids"] for q in requests], n, {**sampling, "max_tokens": max_tokens},
-            [q["problem_id"] for q in requests], [q["group_id"] for q in requests])
+            [q.prompt_ids for q in requests], n, {**sampling, "max_tokens": max_tokens},
+            [q.problem_id for q in requests], [q.group_id for q in requests])
         return [s for g in groups for s in g]
 
     async def score(self, i: int, prompt_ids, response_ids) -> list[float]:

@@ -9,9 +9,10 @@ from driver_fakes import CannedRollout
 from nous_ray.config import load_config
 from nous_ray.data import load_problems
 from nous_ray.driver.loop import Driver
-from nous_ray.driver.scoring import Counters
+from nous_ray.driver.scoring import Counters, ScoredGroup
 from nous_ray.driver.warm_start import CheckpointedRandom
 from nous_ray.driver.workers import Workers
+from nous_ray.samples import Sample
 
 PROBLEMS = load_problems("tiny")
 
@@ -52,19 +53,22 @@ def test_driver_state_round_trips_through_json(tmp_path):
     for _ in range(7):
         d.sampler.next()
     d._outstanding = {11: 4, 12: 1}  # in flight at the checkpoint: re-issued first, sorted
+    useful = Sample(problem_id=PROBLEMS[9].id, group_id=10, prompt_ids=[1], response_ids=[2], logprobs=[0.0],
+                    finish_reason="stop", version=4)
+    d.buffer.add(ScoredGroup([useful], useful=True, problem_index=9))  # buffered: re-issued after those
     d.counters.load_state_dict({"generated": 30, "trained": 16, "filtered": 8, "dropped_infra": 2})
     d.rng.sample(range(50), 3)
     d.worker_restarts = 2
     state = json.loads(json.dumps(d.state_dict()))
     assert set(state) == {"step", "sampler", "counters", "rng", "worker_restarts"}
-    assert state["sampler"]["reissue"] == [1, 4] and state["sampler"]["pos"] == 7
+    assert state["sampler"]["reissue"] == [1, 4, 9] and state["sampler"]["pos"] == 7
 
     e = _driver(tmp_path / "other", seed=0)
     e.load_state_dict(state)
     assert e.step == 5 and e.worker_restarts == 2
     # The 4 samples in flight at the checkpoint (30 generated, 26 accounted for) are dropped on resume.
     assert e.counters.dropped_resume == 4 and e.counters.generated == 30 and e.counters.trained == 16
-    assert [e.sampler.next() for _ in range(4)] == [1, 4] + [d.sampler.next() for _ in range(2)]
+    assert [e.sampler.next() for _ in range(5)] == [1, 4, 9] + [d.sampler.next() for _ in range(2)]
     assert e.rng.random() == d.rng.random()
 
 
