@@ -1,21 +1,25 @@
 """The learner ranks as Ray actors: N :class:`LearnerActor` in one torch.distributed group.
 
-:class:`LearnerGroup` creates the actors, picks MASTER_ADDR (rank 0's node) and a free port there,
-and calls every method on all ranks at once (FSDP collectives need every rank). Batches travel as
-one Ray object: the group ``ray.put``s a list of samples once and each rank fetches it, so the
-driver never sends a copy per rank.
+:class:`Learner` creates the actors, picks MASTER_ADDR (rank 0's node) and a free port there, and
+calls every method on all ranks at once (FSDP collectives need every rank), awaiting them all and
+answering rank 0's result: it is the driver's :class:`nous_ray.driver.workers.Learner`. Batches
+travel as one Ray object: the learner ``ray.put``s a list of samples once and each rank fetches it,
+so the driver never sends a copy per rank.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any, Optional, Sequence
 
 import ray
 
-from nous_ray.config import AlgoConfig, LearnerConfig, OptimConfig
+from actors.refs import result_of
+from nous_ray.config import AlgoConfig, Config, LearnerConfig, OptimConfig
+from nous_ray.samples import Sample
 
-__all__ = ["LearnerActor", "LearnerGroup"]
+__all__ = ["LearnerActor", "Learner"]
 
 
 def _resolve(samples):
@@ -117,17 +121,14 @@ class LearnerActor:
         optim = self.trainer.full_optimizer_state() if with_optimizer else {}
         return weights, optim
 
-    def step_count(self) -> int:
-        """Optimizer steps done (``learner.minibatches`` per training step)."""
-        return self.trainer.optimizer_step
-
     def close(self) -> None:
         if self.trainer is not None:
             self.trainer.close()
 
 
-class LearnerGroup:
-    """``cfg.num_ranks`` learner actors training one model together.
+class Learner:
+    """``cfg.num_ranks`` learner actors training one model together; every call runs on all ranks,
+    awaits them all and answers rank 0's result (they agree).
 
     Args:
         model_path: Hugging Face folder (e.g. from ``resolve_model_path``).
@@ -137,8 +138,7 @@ class LearnerGroup:
         scheduling_strategies: one per rank (e.g. ``Placement.strategy_for("learner", i)``); None
             lets Ray place them.
 
-    Every method runs on all ranks and returns rank 0's answer (they agree); :meth:`submit`
-    returns the ranks' ObjectRefs instead, for a driver that must not block.
+    Construction blocks until every rank has loaded the model.
     """
 
     def __init__(self, model_path: str, cfg: LearnerConfig, algo: AlgoConfig, dtype: str = "float32",
@@ -147,7 +147,7 @@ class LearnerGroup:
         if n < 1:
             raise ValueError(f"learner.num_ranks must be >= 1, got {n}")
         if scheduling_strategies is not None and len(scheduling_strategies) != n:
-            raise ValueError(f"LearnerGroup: {len(scheduling_strategies)} scheduling strategies for {n} ranks")
+            raise ValueError(f"Learner: {len(scheduling_strategies)} scheduling strategies for {n} ranks")
         threads = max(1, int(cfg.cpus_per_rank))
         env = {"OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
         self.cfg = cfg
@@ -161,12 +161,16 @@ class LearnerGroup:
         addr, port = ray.get(self.actors[0].rendezvous.remote())
         ray.get([a.init.remote(model_path, cfg, algo, dtype, r, n, addr, port) for r, a in enumerate(self.actors)])
 
-    def submit(self, method: str, *args, **kwargs) -> list[ray.ObjectRef]:
-        """Call ``method`` on every rank; returns their ObjectRefs (rank order)."""
-        return [getattr(a, method).remote(*args, **kwargs) for a in self.actors]
+    @classmethod
+    def for_run(cls, cfg: Config, model_path: str, placement=None) -> "Learner":
+        """The run's learner: ``cfg.learner`` ranks on ``placement``'s learner bundles (None: Ray places them)."""
+        n = cfg.learner.num_ranks
+        strategies = [placement.strategy_for("learner", r) for r in range(n)] if placement else None
+        return cls(model_path, cfg.learner, cfg.algo, dtype=cfg.model.dtype, scheduling_strategies=strategies)
 
-    def _all(self, method: str, *args, **kwargs):
-        return ray.get(self.submit(method, *args, **kwargs))[0]
+    async def _all(self, method: str, *args):
+        results = await asyncio.gather(*(result_of(getattr(a, method).remote(*args)) for a in self.actors))
+        return results[0]
 
     @staticmethod
     def _batch(samples):
@@ -177,32 +181,57 @@ class LearnerGroup:
             return samples
         return ray.put(list(samples))
 
-    def train_step(self, samples, temperature: float = 1.0, policy_version: Optional[int] = None) -> dict:
-        return self._all("train_step", self._batch(samples), temperature, policy_version)
+    # ---- training -------------------------------------------------------------------------------
 
-    def sft_step(self, samples) -> dict:
-        return self._all("sft_step", self._batch(samples))
+    async def train_step(self, samples: Sequence[Sample], temperature: float = 1.0,
+                         policy_version: Optional[int] = None) -> dict[str, Any]:
+        # The engine's log-probs are of the tempered distribution; the learner's must be too.
+        return await self._all("train_step", self._batch(samples), temperature, policy_version)
 
-    def compute_logprobs(self, samples, temperature: float = 1.0) -> list[list[float]]:
-        return self._all("compute_logprobs", self._batch(samples), temperature)
+    async def sft_step(self, samples: Sequence[Sample]) -> dict[str, Any]:
+        return await self._all("sft_step", self._batch(samples))
 
-    def configure_optimizer(self, optim: OptimConfig) -> None:
-        self._all("configure_optimizer", optim)
+    async def compute_logprobs(self, samples: Sequence[Sample], temperature: float = 1.0) -> list[list[float]]:
+        return await self._all("compute_logprobs", self._batch(samples), temperature)
 
-    def save_checkpoint(self, path: str, extra: Optional[dict] = None) -> str:
-        return self._all("save_checkpoint", str(path), extra)
+    async def configure_optimizer(self, optim: OptimConfig) -> None:
+        await self._all("configure_optimizer", optim)
 
-    def load_checkpoint(self, path: str) -> dict:
-        return self._all("load_checkpoint", str(path))
+    async def save_checkpoint(self, path: str, extra: Optional[dict] = None) -> str:
+        return await self._all("save_checkpoint", str(path), extra)
 
-    def export_hf(self, out_dir: str) -> str:
-        return self._all("export_hf", str(out_dir))
+    async def load_checkpoint(self, path: str) -> dict:
+        return await self._all("load_checkpoint", str(path))
 
-    def export_weight_buckets(self, bucket_mb: float) -> list[ray.ObjectRef]:
-        return self._all("export_weight_buckets", bucket_mb)
+    async def export_hf(self, out_dir: str) -> str:
+        return await self._all("export_hf", str(out_dir))
 
-    def full_state(self, with_optimizer: bool = False) -> tuple[dict, dict]:
-        return self._all("full_state", with_optimizer)
+    async def full_state(self, with_optimizer: bool = False) -> tuple[dict, dict]:
+        """(HF-named weights, optimizer state) unsharded (for tests and inspection)."""
+        return await self._all("full_state", with_optimizer)
+
+    # ---- weights to the rollout engines (what actors/weight_sync.py drives) ---------------------
+
+    async def export_weight_buckets(self, bucket_mb: float) -> list[ray.ObjectRef]:
+        """Object-store transport: rank 0's buckets as ObjectRefs (every rank joins the gathers)."""
+        return await self._all("export_weight_buckets", bucket_mb)
+
+    async def rendezvous(self) -> tuple[str, int]:
+        """Rank 0's node IP and a port free there: where a NCCL weight group can meet."""
+        return await result_of(self.actors[0].rendezvous.remote())
+
+    async def weight_payload(self, bucket_mb: float, tensor_parallel_size: int):
+        """What a NCCL receiver needs before the bytes (names, shapes, dtypes; nothing gathered)."""
+        return await self._all("weight_payload", bucket_mb, tensor_parallel_size)
+
+    async def join_weight_group(self, host: str, port: int, world_size: int) -> None:
+        """Rank 0 joins the NCCL weight group as its rank 0 (done once every engine joined)."""
+        await self._all("join_weight_group", host, port, world_size)
+
+    async def broadcast_weights(self, bucket_mb: float, tensor_parallel_size: int) -> dict:
+        """NCCL transport: every rank joins the gathers, rank 0 broadcasts bucket by bucket; done
+        once the last bucket has left rank 0."""
+        return await self._all("broadcast_weights", bucket_mb, tensor_parallel_size)
 
     def shutdown(self) -> None:
         try:

@@ -15,7 +15,7 @@ from typing import Any
 
 import ray
 
-from nous_ray.config import Config, RolloutConfig
+from nous_ray.config import RolloutConfig
 
 # Environment the engine needs in the actor's process, set before torch or vLLM load there.
 _PASS_THROUGH_ENV = (
@@ -162,22 +162,3 @@ class RolloutWorker:
         out = await s.update_weights(version, lambda engine: load_broadcast(engine, self._nccl, payload, buffers),
                                      reset=reset, droppable=False)
         return {**out, "buffer_bytes": buffers.allocated_bytes, "replaced_buffers": buffers.replaced}
-
-
-def make_rollout_workers(cfg: Config, model_path: str, scheduling_strategies: list | None = None) -> list:
-    """``cfg.rollout.num_workers`` rollout worker handles (each engine starts on its first call).
-
-    ``scheduling_strategies``: one per worker (e.g. ``PlacementGroupSchedulingStrategy`` for its
-    bundle), or None to let Ray place them. Worker ``i`` samples with seed ``trainer.seed + i`` so
-    workers do not draw identical samples.
-    """
-    n = cfg.rollout.num_workers
-    if scheduling_strategies is not None and len(scheduling_strategies) != n:
-        raise ValueError(f"make_rollout_workers: {len(scheduling_strategies)} strategies for {n} workers")
-    opts = rollout_actor_options(cfg.rollout)
-    return [
-        RolloutWorker.options(
-            **opts, **({"scheduling_strategy": scheduling_strategies[i]} if scheduling_strategies else {})
-        ).remote(model_path, cfg.rollout, dtype=cfg.model.dtype, seed=cfg.trainer.seed + i)
-        for i in range(n)
-    ]

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import ray
 
-from actors.pools import RolloutPool, VerifierPool, _wait
+from actors.pools import RolloutPool, VerifierPool
+from actors.refs import result_of
 from nous_ray.config import Config, OptimConfig
 from nous_ray.driver.workers import Workers
 from nous_ray.sim.clock import SimClock
@@ -129,8 +130,9 @@ class SimLearnerRank:
         return _node_id()
 
 
-class SimLearnerGroup:
-    """``learner.num_ranks`` stand-in ranks on the learner bundles; each call awaits every rank."""
+class SimLearnerRanks:
+    """``learner.num_ranks`` stand-in ranks on the learner bundles, as the driver's
+    :class:`~nous_ray.driver.workers.Learner`; each call awaits every rank."""
 
     def __init__(self, cfg: Config, placement=None):
         lc = cfg.learner
@@ -143,7 +145,7 @@ class SimLearnerGroup:
         ray.get([a.node.remote() for a in self.actors])
 
     async def _all(self, method: str, *args):
-        return (await asyncio.gather(*(_wait(getattr(a, method).remote(*args)) for a in self.actors)))[0]
+        return (await asyncio.gather(*(result_of(getattr(a, method).remote(*args)) for a in self.actors)))[0]
 
     async def train_step(self, samples, temperature: float = 1.0, policy_version: int | None = None) -> dict:
         return await self._all("train", [s.num_tokens for s in samples], sum(len(s.response_ids) for s in samples))
@@ -207,7 +209,7 @@ class SimVerifierPool(VerifierPool):
 def make_sim_ray_workers(cfg: Config, placement=None) -> Workers:
     """Stand-in rollout engines, learner ranks and verifiers in ``placement``'s bundles, and their sync."""
     rollout = SimRolloutPool(cfg, placement)
-    learner = SimLearnerGroup(cfg, placement)
+    learner = SimLearnerRanks(cfg, placement)
     return Workers(rollout=rollout, verifiers=SimVerifierPool(cfg, placement), learner=learner,
                    sync=SimWeightSync(learner, rollout))
 

@@ -15,6 +15,7 @@ import ray
 
 from nous_ray.config import VerifierConfig
 from nous_ray.data.problem import Problem
+from nous_ray.verdicts import VerdictRecord
 
 
 @ray.remote(max_restarts=-1, max_task_retries=-1)
@@ -28,7 +29,7 @@ class VerifierActor:
         self._slots = asyncio.Semaphore(max(1, cfg.max_in_flight))
         self.calls = 0
 
-    async def verify_group(self, problem: Problem, completions: list[str]) -> list[dict]:
+    async def verify_group(self, problem: Problem, completions: list[str]) -> list[VerdictRecord]:
         """Verdicts for ``completions`` of one problem, in order: dicts of VerifyResult.to_dict()."""
         async with self._slots:
             results = await self.backend.averify([(problem, c) for c in completions])

@@ -12,7 +12,7 @@ ours, ...), and each figure is the median over ``--repeats``:
   this process with as many torch threads as the learner group has in total: each minibatch padded
   to its longest sequence, one forward, the same loss, backward, clip, AdamW. Ours = the learner
   group of the default run (configs/tiny.yaml: FSDP2 ranks over gloo, one thread each) through
-  ``AsyncLearner.train_step``. Figure: seconds per batch.
+  ``Learner.train_step``. Figure: seconds per batch.
 
 The last line is ``overhead: rollout/bare X, learner/bare Y`` (speed ratios, 1.0 = as fast as bare;
 goal X >= 0.95, Y >= 0.9).
@@ -44,10 +44,11 @@ def bench_rollout(cfg, model_path: str, placement, args) -> tuple[float, float]:
     """Tokens/s of bare ``vllm.LLM`` and of the rollout worker on the same requests."""
     from vllm import LLM
 
-    from actors.pools import make_rollout_pool
+    from actors.pools import RolloutPool
     from launch.train import prepare_inputs
     from nous_ray.rollout.engine import engine_kwargs
     from nous_ray.rollout.sampling import make_sampling_params
+    from nous_ray.samples import GenerationRequest
 
     problems, prompt_ids, _ = prepare_inputs(cfg, model_path)
     prompts = [prompt_ids[i % len(prompt_ids)] for i in range(args.prompts)]
@@ -60,9 +61,8 @@ def bench_rollout(cfg, model_path: str, placement, args) -> tuple[float, float]:
                enforce_eager=r.enforce_eager, kv_cache_memory_bytes=r.kv_cache_memory_bytes,
                logprobs_mode=engine_kwargs(model_path, r, cpu=True)["logprobs_mode"])
     params = make_sampling_params(sampling, args.samples)
-    pool = make_rollout_pool(cfg, model_path, placement)
-    requests = [{"group_id": i, "problem_id": problems[i % len(problems)].id, "prompt_ids": p}
-                for i, p in enumerate(prompts)]
+    pool = RolloutPool(cfg, model_path, placement)
+    requests = [GenerationRequest(i, problems[i % len(problems)].id, p) for i, p in enumerate(prompts)]
 
     def run_bare():
         from vllm.inputs import TokensPrompt
@@ -166,12 +166,12 @@ class BareLearner:
 
 
 def bench_learner(cfg, model_path: str, placement, repeats: int) -> tuple[float, float]:
-    from actors.pools import make_learner_group
+    from actors.learner import Learner
 
     samples = learner_batch(cfg, model_path)
     threads = cfg.learner.num_ranks * max(1, int(cfg.learner.cpus_per_rank))
     bare = BareLearner(cfg, model_path, threads)
-    ours = make_learner_group(cfg, model_path, placement)
+    ours = Learner.for_run(cfg, model_path, placement)
     run_ours = lambda: asyncio.run(ours.train_step(samples, cfg.rollout.sampling.temperature))  # noqa: E731
     run_bare = lambda: bare.train_step(samples, cfg.rollout.sampling.temperature)  # noqa: E731
     run_ours()  # warm-up: first-call allocations, gloo connections

@@ -34,13 +34,10 @@ def main() -> None:
     ap.add_argument("--delays", type=float, nargs="+", default=[0.0, 0.05, 0.1, 0.2, 0.4])
     args = ap.parse_args()
 
+    from actors.learner import Learner
     from actors.placement import Placement
-    from actors.pools import (
-        make_learner_group,
-        make_rollout_pool,
-        make_verifier_pool,
-        make_weight_sync,
-    )
+    from actors.pools import RolloutPool, VerifierPool
+    from actors.weight_sync import WeightSync
     from launch.train import prepare_inputs
     from nous_ray.config import load_config
     from nous_ray.driver.loop import Driver
@@ -53,16 +50,16 @@ def main() -> None:
     model_path = resolve_model_path(cfg.model, tmp)
     ray = start_ray(dashboard=False)
     placement = Placement(cfg)
-    rollout = make_rollout_pool(cfg, model_path, placement)
-    learner = make_learner_group(cfg, model_path, placement)
-    sync = make_weight_sync(cfg, learner, rollout)
+    rollout = RolloutPool(cfg, model_path, placement)
+    learner = Learner.for_run(cfg, model_path, placement)
+    sync = WeightSync(cfg, learner, rollout)
     problems, prompt_ids, _ = prepare_inputs(cfg, model_path)
 
     rows = []
     done_steps = 0  # the learners keep training across settings: each driver continues their count
     for d in args.delays:
         cfg_d = load_config(None, BASE + [f"trainer.steps={done_steps + args.steps}", f"verifier.debug_delay_s={d}"])
-        verifiers = make_verifier_pool(cfg_d, placement)
+        verifiers = VerifierPool(cfg_d, placement)
         run_dir = tmp / f"delay_{d}"
         driver = Driver(cfg_d, problems, prompt_ids, Workers(rollout, verifiers, learner, sync), run_dir,
                         progress=lambda line: None)

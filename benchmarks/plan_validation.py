@@ -165,6 +165,7 @@ def main() -> None:
     from nous_ray.config import load_config
     from nous_ray.metrics import read_metrics
     from nous_ray.models.tiny import resolve_model_path
+    from nous_ray.samples import GenerationRequest
     from nous_ray.sim.cost import CostModel
     from nous_ray.sim.planner import simulate
     from nous_ray.verify.extract import extract_code
@@ -188,7 +189,7 @@ def main() -> None:
         if n == cfg.rollout.group_size and sampling.get("temperature") == cfg.rollout.sampling.temperature:
             lengths.extend(len(s.response_ids) for s in out)
             limits.extend([max_tokens] * len(out))
-            prompt_lens.extend(len(q["prompt_ids"]) for q in requests)
+            prompt_lens.extend(len(q.prompt_ids) for q in requests)
         return out
 
     async def rec_verify(problem, completions):
@@ -230,7 +231,7 @@ def main() -> None:
     n = cfg.rollout.group_size
 
     def gen(groups, max_tokens):
-        reqs = [{"group_id": k, "problem_id": "p", "prompt_ids": prompt} for k in range(groups)]
+        reqs = [GenerationRequest(k, "p", prompt) for k in range(groups)]
         return lambda: workers.rollout.generate(0, reqs, n, {"temperature": 1.0, "ignore_eos": True}, max_tokens)
 
     t_engine = dict(load=load, threads=1.0, cores=cores)  # one engine thread

@@ -25,6 +25,7 @@ import statistics
 import sys
 import tempfile
 import time
+from asyncio import run
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,7 +156,7 @@ def main() -> None:
             learner_s = float("nan")
             if learner is not None:
                 t7 = time.perf_counter()
-                refs = learner.export_weight_buckets(args.bucket_mb)
+                refs = run(learner.export_weight_buckets(args.bucket_mb))
                 learner_s = time.perf_counter() - t7
                 del refs
             if rep == 0:

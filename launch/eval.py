@@ -94,7 +94,7 @@ def export_checkpoint(ckpt: Path, cfg: Config) -> Path:
     out = ckpt / "hf"
     if (out / "config.json").exists():
         return out
-    from actors.pools import make_learner_group
+    from actors.learner import Learner
     from nous_ray.models.tiny import resolve_model_path
 
     run_dir = ckpt.parent.parent
@@ -104,7 +104,7 @@ def export_checkpoint(ckpt: Path, cfg: Config) -> Path:
     print(f"exporting checkpoint {ckpt} to a Hugging Face folder (base {base})", file=sys.stderr, flush=True)
 
     async def go():
-        learner = make_learner_group(run_cfg, base)
+        learner = Learner.for_run(run_cfg, base)
         try:
             await learner.load_checkpoint(str(ckpt / "learner"))
             await learner.export_hf(str(out))
@@ -198,17 +198,17 @@ def main(argv=None) -> int:
         pending = [p.id for p in problems if p.id not in finished_problems(out, cfg.eval.n_samples)]
         if pending or args.fresh:
             from actors.placement import Placement
-            from actors.pools import make_rollout_pool, make_verifier_pool
+            from actors.pools import RolloutPool, VerifierPool
 
             ray = ray or start_ray(cfg.run.ray_address, dashboard=False)
             pcfg = copy.deepcopy(cfg)
             pcfg.learner.num_ranks = 0  # no learners in an evaluation
             placement = Placement(pcfg)
             pools.append(placement)
-            rollout = make_rollout_pool(cfg, model_path, placement, hf_overrides=eng.hf_overrides,
-                                        max_model_len=eng.max_model_len)
+            rollout = RolloutPool(cfg, model_path, placement, hf_overrides=eng.hf_overrides,
+                                  max_model_len=eng.max_model_len)
             pools.append(rollout)
-            verifiers = make_verifier_pool(cfg, placement)
+            verifiers = VerifierPool(cfg, placement)
             pools.append(verifiers)
             info["engine_reported"] = engine_report(rollout)
         else:

@@ -65,7 +65,7 @@ class PoolSampler:
         from transformers import AutoTokenizer
 
         from actors.placement import Placement
-        from actors.pools import make_rollout_pool
+        from actors.pools import RolloutPool
         from nous_ray.models.tiny import resolve_model_path
 
         self.cfg = cfg
@@ -79,7 +79,7 @@ class PoolSampler:
             pcfg.learner.num_ranks = 0  # rollout workers only; the judge runs in this process
             pcfg.verifier.num_actors = 0
             self.placement = Placement(pcfg)
-            self.pool = make_rollout_pool(cfg, self.model_path, self.placement)
+            self.pool = RolloutPool(cfg, self.model_path, self.placement)
             self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
         except BaseException:
             self.close()

@@ -121,26 +121,22 @@ def build_workers(cfg: Config, model_path: str, placement):
     """Rollout workers, verifiers and learners in their placement groups, and the weight sync."""
     import ray
 
-    from actors.pools import (
-        make_learner_group,
-        make_rollout_pool,
-        make_verifier_pool,
-        make_weight_sync,
-    )
+    from actors.learner import Learner
+    from actors.pools import RolloutPool, VerifierPool
+    from actors.weight_sync import WeightSync
     from nous_ray.driver.workers import Workers
 
     # Verifiers first: their start-up check (Modal credentials, the deployed judge) fails in seconds,
     # before minutes of engine and learner start-up.
-    verifiers = make_verifier_pool(cfg, placement)
+    verifiers = VerifierPool(cfg, placement)
     try:
         ray.get([a.check.remote() for a in verifiers.actors])
     except Exception:
         verifiers.shutdown()
         raise
-    rollout = make_rollout_pool(cfg, model_path, placement)
-    learner = make_learner_group(cfg, model_path, placement)
-    return Workers(rollout=rollout, verifiers=verifiers, learner=learner,
-                   sync=make_weight_sync(cfg, learner, rollout))
+    rollout = RolloutPool(cfg, model_path, placement)
+    learner = Learner.for_run(cfg, model_path, placement)
+    return Workers(rollout=rollout, verifiers=verifiers, learner=learner, sync=WeightSync(cfg, learner, rollout))
 
 
 def shutdown_workers(workers) -> None:

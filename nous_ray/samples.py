@@ -1,8 +1,17 @@
-"""What flows between the workers: one sampled response and its bookkeeping."""
+"""What flows between the workers: a generation request, one sampled response and its bookkeeping."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One prompt to sample a group of responses to; its samples carry ``group_id`` and ``problem_id``."""
+
+    group_id: int
+    problem_id: str
+    prompt_ids: list[int]
 
 
 @dataclass

@@ -29,14 +29,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import signal
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from nous_ray.algo import ContextSchedule
-from nous_ray.config import Config, OptimConfig
+from nous_ray.config import Config
 from nous_ray.data.problem import Problem
 from nous_ray.driver.checkpoint import (
     ResumeError,
@@ -50,42 +48,14 @@ from nous_ray.driver.checkpoint import (
 )
 from nous_ray.driver.sampler import ProblemSampler
 from nous_ray.driver.scoring import BatchBuffer, Counters, ScoredGroup, score_group
+from nous_ray.driver.step_metrics import StepStats, StepTimes, Waits, progress_line, step_metrics
+from nous_ray.driver.warm_start import CheckpointedRandom, run_warm_start, sampled_pass_rate
 from nous_ray.driver.workers import Workers
 from nous_ray.metrics import MetricsSink
-from nous_ray.samples import Sample
+from nous_ray.samples import GenerationRequest, Sample
+from nous_ray.verdicts import Verdict, infra_error_record
 
 log = logging.getLogger("nous_ray.driver")
-
-
-def _shown(value: float | None, fmt: str) -> str:
-    """A metric for the progress line: ``n/a`` where metrics.jsonl holds null (nothing to average)."""
-    return "n/a" if value is None else format(value, fmt)
-
-
-@dataclass
-class _Waits:
-    """Learner idle time, split by what the batch was waiting for."""
-
-    generation_s: float = 0.0
-    verification_s: float = 0.0
-
-    @property
-    def total(self) -> float:
-        return self.generation_s + self.verification_s
-
-
-@dataclass
-class _StepStats:
-    verified: int = 0
-    accepted: int = 0
-    reward_sum: float = 0.0
-    verdicts: dict = field(default_factory=dict)
-    response_tokens: int = 0
-    truncated: int = 0
-    generate_s: float = 0.0  # wall time of generation calls that finished this step
-    generate_calls: int = 0
-    verify_s: float = 0.0  # wall time of group verifications that finished this step
-    verify_calls: int = 0
 
 
 class LearnerFailed(RuntimeError):
@@ -110,7 +80,7 @@ class Driver:
         self.counters = Counters()
         self.buffer = BatchBuffer(t.prompts_per_step, t.max_off_policy_steps, self.counters)
         self.step = 0  # training steps done == the learners' policy version (not optimizer steps)
-        self.rng = random.Random(t.seed)
+        self.rng = CheckpointedRandom(t.seed)  # the warm start's draws of examples
         # Groups issued but not yet trained on or dropped. Generating further ahead than the
         # staleness bound only produces samples that go stale before their batch forms.
         ahead = t.max_outstanding_batches or max(1, t.max_off_policy_steps)
@@ -127,8 +97,8 @@ class Driver:
         # Names the weights this process trains: periodic evaluation results are theirs alone.
         self.segment = uuid.uuid4().hex[:12]
         self._published = False  # whether any weights went out yet (a restarted worker needs them)
-        self._stats = _StepStats()
-        self._waits = _Waits()
+        self._stats = StepStats()
+        self._waits = Waits()
         self.worker_restarts = 0
         self.resumed_from: Path | None = None
         self._sync_tasks: dict[int, asyncio.Task] = {}
@@ -217,7 +187,7 @@ class Driver:
 
     async def _generate_group(self, i: int, gid: int, idx: int) -> None:
         issued_step, incarnation = self.step, self._incarnation[i]
-        request = {"group_id": gid, "problem_id": self.problems[idx].id, "prompt_ids": self.prompt_ids[idx]}
+        request = GenerationRequest(gid, self.problems[idx].id, self.prompt_ids[idx])
         t_call = self._now()
         try:
             samples = await self.w.rollout.generate(
@@ -298,8 +268,7 @@ class Driver:
         self._stats.verify_s += self._now() - t_call
         self._stats.verify_calls += 1
         for j, s in enumerate(samples):
-            v = verdicts[j] if verdicts else {"verdict": "infra_error", "reward": None,
-                                              "detail": "verifier call failed"}
+            v = verdicts[j] if verdicts else infra_error_record("verifier call failed")
             s.verdict, s.reward = v["verdict"], v["reward"]
             if s.reward is None:
                 self._last_infra_error = v.get("detail") or s.verdict
@@ -308,14 +277,14 @@ class Driver:
             if s.reward is not None:
                 st.verified += 1
                 st.reward_sum += s.reward
-                st.accepted += s.verdict == "accepted"
+                st.accepted += s.verdict == Verdict.ACCEPTED
             st.response_tokens += len(s.response_ids)
             st.truncated += s.truncated
         group = score_group(samples, self.cfg.algo, self.counters)
         self._verifying -= 1
         self._outstanding.pop(gid, None)
         if group.useful:
-            group.samples[0].extra["problem_index"] = idx  # re-issued if a checkpoint finds it buffered
+            group.problem_index = idx  # re-issued if a checkpoint finds it buffered
             self.buffer.add(group)
         self._changed.set()
 
@@ -398,14 +367,14 @@ class Driver:
             self._note_window()
             allowed_before = self._allowed_s
             filtered_before = self.counters.filtered_groups
-            waits_before = _Waits(self._waits.generation_s, self._waits.verification_s)
+            waits_before = Waits(self._waits.generation_s, self._waits.verification_s)
             batch = await self._wait_for_batch()
             if batch is None:
                 break
             t_ready = self._now()
             samples = [s for g in batch for s in g.samples]
             staleness = [self.step - s.version for s in samples]
-            stats, self._stats = self._stats, _StepStats()
+            stats, self._stats = self._stats, StepStats()
             metrics = await self._learner("the train step", self.w.learner.train_step(
                 samples, self.cfg.rollout.sampling.temperature, self.step))
             t_trained = self._now()
@@ -415,45 +384,20 @@ class Driver:
             self._note_window()
             checked = await self._check_sync(samples[0]) if self.cfg.weight_sync.verify_after_sync else {}
             evaluated = await self._maybe_evaluate()
-            wall = t_end - t_step
-            idle = t_ready - t_step
-            judged = sum(stats.verdicts.values())
-            row = {  # None (null): nothing to take a mean of this step, which is not a mean of 0
-                "reward_mean": stats.reward_sum / stats.verified if stats.verified else None,
-                "pass_rate": stats.accepted / stats.verified if stats.verified else None,
-                "batch_reward_mean": sum(s.reward for s in samples) / len(samples),
-                "batch_samples": len(samples),
-                "filtered_groups": self.counters.filtered_groups - filtered_before,
-                "stale_groups": self.counters.stale_groups,
-                "response_len_mean": sum(len(s.response_ids) for s in samples) / len(samples),
-                "truncated_frac": stats.truncated / judged if judged else None,
-                "tokens_per_s": stats.response_tokens / max(wall, 1e-9),
-                "learner_idle_frac": idle / max(wall, 1e-9),
-                "learner_wait_generation_s": self._waits.generation_s - waits_before.generation_s,
-                "learner_wait_verification_s": self._waits.verification_s - waits_before.verification_s,
-                "learner_idle_frac_total": self._waits.total / max(t_end - t_start, 1e-9),
-                "rollout_allowed_frac": (self._allowed_s - allowed_before) / max(wall, 1e-9),
-                "staleness_mean": sum(staleness) / len(staleness),
-                "staleness_max": max(staleness),
-                "max_response_tokens": self.schedule(self.step - 1),
-                "time_generate_call_s": stats.generate_s / stats.generate_calls if stats.generate_calls else None,
-                "time_verify_group_s": stats.verify_s / stats.verify_calls if stats.verify_calls else None,
-                "time_step_s": wall, "time_train_s": t_trained - t_ready, "time_sync_s": t_end - t_trained,
-                "worker_restarts": self.worker_restarts,
-                **{f"verdict/{k}": v for k, v in stats.verdicts.items()},
-                **{f"count/{k}": v for k, v in self.counters.to_dict().items()},
-                **{f"train/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
-                **checked,
-                **evaluated,
-            }
+            row = step_metrics(
+                samples, staleness, stats, self.counters,
+                filtered_groups=self.counters.filtered_groups - filtered_before,
+                waits=Waits(self._waits.generation_s - waits_before.generation_s,
+                            self._waits.verification_s - waits_before.verification_s),
+                waits_total_s=self._waits.total, allowed_s=self._allowed_s - allowed_before,
+                times=StepTimes(t_start, t_step, t_ready, t_trained, t_end),
+                max_response_tokens=self.schedule(self.step - 1), worker_restarts=self.worker_restarts,
+                learner=metrics)
+            row.update(checked)
+            row.update(evaluated)
             self.sinks.log(self.step, row)
             self._save_samples(samples)
-            self.progress(
-                f"step {self.step:4d}/{t.steps} | reward {_shown(row['reward_mean'], '+.3f')}"
-                f" | pass {_shown(row['pass_rate'], '.3f')}"
-                f" | filtered {row['filtered_groups']} | len {row['response_len_mean']:.1f}"
-                f" | {row['tokens_per_s']:.0f} tok/s | idle {100 * row['learner_idle_frac']:.0f}%"
-                f" | stale {row['staleness_mean']:.2f}/{row['staleness_max']}")
+            self.progress(progress_line(self.step, t.steps, row))
             if t.checkpoint_every and self.step % t.checkpoint_every == 0:
                 await self.save_checkpoint()
         await self._save_last()
@@ -569,52 +513,22 @@ class Driver:
 
     # ---- supervised warm start --------------------------------------------------------------
 
+    async def warm_start(self) -> None:
+        """The supervised warm start (:mod:`nous_ray.driver.warm_start`), when ``init.sft_steps`` and
+        examples are given."""
+        if self.cfg.init.sft_steps <= 0 or not self.sft_examples:
+            return
+        self._phase = "warm start"
+        await run_warm_start(self.cfg, self.sft_examples, self.w.learner, self.rng, pass_rate=self._pass_rate_now,
+                             stopped=lambda: self._stop, progress=self.progress, log=self.sinks.log)
+        self._warm_start_done = not self._stop
+
     async def _pass_rate_now(self) -> float:
         """Sampled pass rate of the current weights on every problem (one group each)."""
         await self._publish(reset=True)
         await self._synced()
-        requests = [{"group_id": k, "problem_id": p.id, "prompt_ids": self.prompt_ids[k]}
-                    for k, p in enumerate(self.problems)]
-        samples = await self.w.rollout.generate(0, requests, self.cfg.rollout.group_size, self._sampling(),
-                                                self.schedule(0))
-        by_group: dict[int, list[Sample]] = {}
-        for s in samples:
-            by_group.setdefault(s.group_id, []).append(s)
-        results = await asyncio.gather(*(self.w.verifiers.verify_group(self.problems[g], [s.text for s in ss])
-                                         for g, ss in by_group.items()))
-        flat = [v for r in results for v in r if v["reward"] is not None]
-        return sum(v["verdict"] == "accepted" for v in flat) / max(1, len(flat))
-
-    async def warm_start(self) -> None:
-        ic = self.cfg.init
-        if ic.sft_steps <= 0 or not self.sft_examples:
-            return
-        self._phase = "warm start"
-        await self.w.learner.configure_optimizer(
-            OptimConfig(lr=ic.sft_lr, warmup_steps=ic.sft_warmup_steps, grad_clip=self.cfg.learner.optim.grad_clip))
-        try:
-            await self._sft_until_target()
-        finally:  # RL starts with a fresh optimizer at its own learning rate
-            await self.w.learner.configure_optimizer(self.cfg.learner.optim)
-        self._warm_start_done = not self._stop
-
-    async def _sft_until_target(self) -> None:
-        ic = self.cfg.init
-        for k in range(1, ic.sft_steps + 1):
-            if self._stop:  # honoured between warm-start steps; the pass-rate check counts as one
-                self.progress(f"warm start stopped after {k - 1}/{ic.sft_steps} steps")
-                return
-            batch = self.rng.sample(self.sft_examples, min(ic.sft_batch_size, len(self.sft_examples)))
-            m = await self.w.learner.sft_step(batch)
-            if self._stop:
-                continue
-            if k % ic.sft_check_every == 0 or k == ic.sft_steps:
-                rate = await self._pass_rate_now()
-                self.progress(f"warm start {k:3d}/{ic.sft_steps} | sft loss {m.get('loss', float('nan')):.3f}"
-                              f" | sampled pass rate {rate:.3f}")
-                self.sinks.log(0, {"warmup/step": k, "warmup/loss": m.get("loss"), "warmup/pass_rate": rate})
-                if rate >= ic.sft_target_pass_rate:
-                    break
+        return await sampled_pass_rate(self.w.rollout, self.w.verifiers, self.problems, self.prompt_ids,
+                                       self.cfg.rollout.group_size, self._sampling(), self.schedule(0))
 
     # ---- checkpoints ------------------------------------------------------------------------
 
@@ -630,16 +544,32 @@ class Driver:
         """
         path = start_checkpoint(self.run_dir, self.step)
         await self._learner("a checkpoint", self.w.learner.save_checkpoint(str(path / "learner")))
-        waiting = sorted(self._outstanding.values()) + self.buffer.problem_indices()
-        finish_checkpoint(path, {
-            "step": self.step,
-            "sampler": self.sampler.state_dict(outstanding=waiting),
-            "counters": self.counters.to_dict(),
-            "rng": self.rng.getstate()[1],
-            "worker_restarts": self.worker_restarts,
-        }, keep=self.cfg.trainer.keep_checkpoints)
+        finish_checkpoint(path, self.state_dict(), keep=self.cfg.trainer.keep_checkpoints)
         self.progress(f"checkpoint written: {path}")
         return path
+
+    def state_dict(self) -> dict:
+        """The driver's part of a checkpoint (``driver_state.json``): the step, the sampler's position
+        with the prompts issued but not yet trained on (in flight or buffered) to re-issue, the
+        counters, the warm start's random state and the worker restarts."""
+        waiting = sorted(self._outstanding.values()) + self.buffer.problem_indices()
+        return {
+            "step": self.step,
+            "sampler": self.sampler.state_dict(outstanding=waiting),
+            "counters": self.counters.state_dict(),
+            "rng": self.rng.state_dict(),
+            "worker_restarts": self.worker_restarts,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` saved (``worker_restarts`` may be missing: older checkpoints)."""
+        self.step = state["step"]
+        self.sampler.load_state_dict(state["sampler"])
+        self.counters.load_state_dict(state["counters"])
+        # Samples in flight at the checkpoint are gone; their prompts come back through the sampler.
+        self.counters.dropped_resume += self.counters.generated - self.counters.accounted
+        self.rng.load_state_dict(state["rng"])
+        self.worker_restarts = state.get("worker_restarts", 0)
 
     async def maybe_resume(self) -> None:
         """Resume from ``trainer.resume`` (see :func:`find_resume_point`: broken checkpoints are skipped,
@@ -660,14 +590,7 @@ class Driver:
         except Exception as e:
             first = (str(e).strip().splitlines() or [type(e).__name__])[-1]
             raise ResumeError(f"resuming from {path}: the learners could not load {path / 'learner'}: {first}") from e
-        self.step = state["step"]
-        self.sampler.load_state_dict(state["sampler"])
-        for k, v in state["counters"].items():
-            setattr(self.counters, k, v)
-        # Samples in flight at the checkpoint are gone; their prompts come back through the sampler.
-        self.counters.dropped_resume += self.counters.generated - self.counters.accounted
-        self.rng.setstate((3, tuple(state["rng"]), None))
-        self.worker_restarts = state.get("worker_restarts", 0)
+        self.load_state_dict(state)
         self.resumed_from = path
         self.progress(f"resumed from {path} at step {self.step}")
         if self.step >= self.cfg.trainer.steps:

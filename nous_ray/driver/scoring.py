@@ -7,7 +7,7 @@ Pure bookkeeping, no Ray: the driver loop feeds verified groups in and takes bat
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from functools import cached_property
 
 import torch
@@ -42,6 +42,15 @@ class Counters:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def state_dict(self) -> dict:
+        return self.to_dict()
+
+    def load_state_dict(self, d: dict) -> None:
+        """Counts saved by :meth:`state_dict`; one an older checkpoint lacks keeps its value here."""
+        for f in fields(self):
+            if f.name in d:
+                setattr(self, f.name, d[f.name])
+
 
 @dataclass
 class ScoredGroup:
@@ -50,6 +59,8 @@ class ScoredGroup:
     # Overlong-filtered samples: their rewards shaped the group's advantages, but they do not train.
     # They go wherever the group goes (counted as dropped_truncated when it trains, else with it).
     truncated: list[Sample] = field(default_factory=list)
+    # The problem it answers (set by the driver): a checkpoint that finds the group buffered re-issues it.
+    problem_index: int | None = None
 
     @cached_property  # the buffer asks at every change; the samples never change once scored
     def version(self) -> int:
@@ -117,8 +128,8 @@ class BatchBuffer:
         return sum(len(g.samples) for g in self._groups)
 
     def problem_indices(self) -> list[int]:
-        """The problems of the buffered groups (recorded by the driver in ``extra``)."""
-        return [g.samples[0].extra["problem_index"] for g in self._groups if "problem_index" in g.samples[0].extra]
+        """The problems of the buffered groups (those the driver recorded)."""
+        return [g.problem_index for g in self._groups if g.problem_index is not None]
 
     def add(self, group: ScoredGroup) -> None:
         assert group.useful

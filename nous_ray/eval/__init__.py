@@ -8,7 +8,7 @@ Public API::
     problems = select_problems(cfg.eval)                          # LCB v6 window through the loaders
     ids = encode_prompts(tokenizer, problems, prompt_style(cfg))
     eng = long_context_settings(cfg.eval, max(map(len, ids)), read_model_rope(model_path))
-    pool = make_rollout_pool(cfg, model_path, hf_overrides=eng.hf_overrides, max_model_len=eng.max_model_len)
+    pool = RolloutPool(cfg, model_path, hf_overrides=eng.hf_overrides, max_model_len=eng.max_model_len)
     summary = await evaluate(cfg, problems, ids, pool, verifiers, out_dir, max_model_len=eng.max_model_len)
 
     # During training, on the training pools (no YaRN, their max_model_len), between steps:

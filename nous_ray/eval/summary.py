@@ -17,10 +17,11 @@ from collections import Counter, defaultdict
 from typing import Iterable
 
 from nous_ray.algo.pass_at_k import pass_at_k
+from nous_ray.verdicts import Verdict
 
 DEFAULT_KS = (1, 4, 8, 16)
-ACCEPTED = "accepted"
-INFRA_ERROR = "infra_error"
+ACCEPTED = Verdict.ACCEPTED.value
+INFRA_ERROR = Verdict.INFRA_ERROR.value
 UNKNOWN = "unknown"
 # Breakdown rows in this order (LiveCodeBench's difficulties), then any others alphabetically.
 GROUP_ORDER = {"easy": 0, "medium": 1, "hard": 2}

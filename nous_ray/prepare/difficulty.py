@@ -23,8 +23,10 @@ from nous_ray.config import Config
 from nous_ray.data.problem import Problem
 from nous_ray.prepare.cache import ResultCache
 from nous_ray.prepare.stage import Dropped, Note, StageResult
+from nous_ray.samples import GenerationRequest
+from nous_ray.verdicts import Verdict
 
-ACCEPTED, INFRA = "accepted", "infra_error"
+ACCEPTED, INFRA = Verdict.ACCEPTED.value, Verdict.INFRA_ERROR.value
 
 
 class Sampler(Protocol):
@@ -83,7 +85,7 @@ async def sample_pass_counts(problems: list[Problem], sampler: Sampler, backend,
     async def loop(i: int) -> None:
         while todo:
             batch = [todo.popleft() for _ in range(min(per_call, len(todo)))]
-            reqs = [{"group_id": k, "problem_id": problems[k].id, "prompt_ids": prompt_ids[k]} for k in batch]
+            reqs = [GenerationRequest(k, problems[k].id, prompt_ids[k]) for k in batch]
             samples = await sampler.generate(i, reqs, n, sampling, max_tokens)
             groups: dict[int, list] = {k: [] for k in batch}
             for s in samples:

@@ -28,11 +28,12 @@ from nous_ray.data.problem import Problem
 from nous_ray.prepare.cache import ResultCache
 from nous_ray.prepare.stage import Dropped, Note, StageResult
 from nous_ray.prepare.text import normalize_statement
+from nous_ray.verdicts import Verdict
 
-ACCEPTED, INFRA = "accepted", "infra_error"
+ACCEPTED, INFRA = Verdict.ACCEPTED.value, Verdict.INFRA_ERROR.value
 # Failures re-run test by test: a different answer. A program that does not compile fails every test
 # alike, and a slow one is no disagreement about a test (and would cost the time limit per test).
-RETEST = ("wrong_answer", "runtime_error")
+RETEST = (Verdict.WRONG_ANSWER.value, Verdict.RUNTIME_ERROR.value)
 
 # Statements that accept any of several answers (checked on the normalized, lower-case text).
 MULTI_ANSWER = re.compile("|".join([

@@ -19,20 +19,18 @@ from pathlib import Path
 from nous_ray.config import Config, OptimConfig
 from nous_ray.data.problem import Problem
 from nous_ray.driver.workers import Workers
-from nous_ray.samples import Sample
+from nous_ray.samples import GenerationRequest, Sample
 from nous_ray.sim.clock import SimClock
 from nous_ray.sim.cost import CostModel
 from nous_ray.sim.engine import EngineRecords, SimEngine
 from nous_ray.sim.host import SharedHost
 from nous_ray.sim.workload import NO_CODE, PASS, Workload
+from nous_ray.verdicts import Verdict, VerdictRecord, infra_error_record, reward_of
 
 
-def verdict_of(text: str) -> dict:
-    if text == PASS:
-        return {"verdict": "accepted", "reward": 1.0}
-    if text == NO_CODE:
-        return {"verdict": "no_code", "reward": -1.0}
-    return {"verdict": "wrong_answer", "reward": -1.0}
+def verdict_of(text: str) -> VerdictRecord:
+    v = Verdict.ACCEPTED if text == PASS else Verdict.NO_CODE if text == NO_CODE else Verdict.WRONG_ANSWER
+    return {"verdict": v.value, "reward": reward_of(v)}
 
 
 class SimVerifier:
@@ -52,15 +50,14 @@ class SimVerifier:
         self.program_s = 0.0  # program-seconds of verification done (on an idle machine)
         self.programs = 0
 
-    def _durations(self, problem: Problem, completions: list[str]) -> tuple[list[float], list[dict]]:
+    def _durations(self, problem: Problem, completions: list[str]) -> tuple[list[float], list[VerdictRecord]]:
         sim, durations, out = self.cost.sim, [], []
         for k, text in enumerate(completions):
             d = self.cost.program_s(text == PASS, self.rng.random(), len(problem.tests) or None)
             if text != NO_CODE and (k == 0 or self.rng.random() < sim.distinct_programs):
                 durations.append(d)
             infra = self.rng.random() < sim.infra_error_rate
-            out.append({"verdict": "infra_error", "reward": None, "detail": "stand-in infra error"} if infra
-                       else verdict_of(text))
+            out.append(infra_error_record("stand-in infra error") if infra else verdict_of(text))
         self.program_s += sum(durations)
         self.programs += len(durations)
         return durations, out
@@ -69,7 +66,7 @@ class SimVerifier:
         async with self._slots:
             await self.host.work(self.clock, d)
 
-    async def verify_group(self, problem: Problem, completions: list[str]) -> list[dict]:
+    async def verify_group(self, problem: Problem, completions: list[str]) -> list[VerdictRecord]:
         durations, out = self._durations(problem, completions)
         if self.host.cores:
             await asyncio.gather(*(self._run(d) for d in durations))
@@ -195,10 +192,11 @@ class SimRolloutPool:
     def size(self) -> int:
         return len(self.engines)
 
-    async def generate(self, i: int, requests: list[dict], n: int, sampling: dict, max_tokens: int) -> list[Sample]:
+    async def generate(self, i: int, requests: list[GenerationRequest], n: int, sampling: dict,
+                       max_tokens: int) -> list[Sample]:
         groups = await self.engines[i].generate(
-            [q["prompt_ids"] for q in requests], n, {**sampling, "max_tokens": max_tokens},
-            [q["problem_id"] for q in requests], [q["group_id"] for q in requests])
+            [q.prompt_ids for q in requests], n, {**sampling, "max_tokens": max_tokens},
+            [q.problem_id for q in requests], [q.group_id for q in requests])
         return [s for g in groups for s in g]
 
     async def score(self, i: int, prompt_ids, response_ids) -> list[float]:

@@ -27,13 +27,14 @@ from nous_ray.algo import policy_loss
 from nous_ray.config import AlgoConfig, LearnerConfig, OptimConfig
 from nous_ray.samples import Sample
 from nous_ray.train import checkpoint as ckpt
-from nous_ray.train.dist import all_reduce_max, all_reduce_sum, free_port, init_distributed
+from nous_ray.train.dist import all_reduce_sum, free_port, init_distributed
 from nous_ray.train.gather import gather_to_rank0
 from nous_ray.train.hf_export import write_hf_folder
 from nous_ray.train.microbatch import MicroBatch, build_micro_batch, dummy_micro_batch
 from nous_ray.train.model import build_policy, load_weights_from_rank0, shard_policy
 from nous_ray.train.optim import build_optimizer, lr_at, set_lr
 from nous_ray.train.packing import balance_across_ranks, pack_by_tokens, split_minibatches
+from nous_ray.train.step_totals import StepTotals
 
 __all__ = ["PolicyTrainer", "MinibatchPlan", "plan_minibatches"]
 
@@ -245,15 +246,11 @@ class PolicyTrainer:
         """
         _check_samples("train_step", samples, need_logprobs=True)
         plans = self._plans(samples, self.cfg.minibatches)
-        algo, name = self.algo, self.algo.loss
-        decoupled = algo.tis_cap > 0
-        # pi_prox of minibatches 1.. (the first one's comes from its own forward below).
-        prox = self._local_logprobs(samples, plans[1:], temperature) if decoupled else {}
+        decoupled = self.algo.tis_cap > 0
+        # pi_prox of minibatches 1.. (the first one's comes from its own forward).
+        prox = self._local_logprobs(samples, plans[1:], temperature) if decoupled else None
+        totals = StepTotals()
         losses, norms, lrs, skipped = [], [], [], 0
-        keys = ("clip", "dual_clip", "units", "fresh_clip", "fresh_units", "tis_w", "tis_capped", "kl", "entropy",
-                "tokens", "packed", "diff", "diff_n", "micro")
-        acc = dict.fromkeys(keys, 0.0)
-        ratio_max = diff_max = 0.0
         for k, plan in enumerate(plans):
             mb_samples = [samples[i] for i in plan.indices]
             n_tok = sum(len(s.response_ids) for s in mb_samples)
@@ -267,74 +264,55 @@ class PolicyTrainer:
                     self._dummy_backward()
                     continue
                 mb = self._micro(samples, plan.bins[j], with_rl=True)
-                lp, ent = self._run(mb, temperature, with_entropy=True)
-                # This micro-batch's log-probs under the pre-update weights, where known.
-                pre = lp.detach() if k == 0 else (torch.cat([prox[i] for i in mb.indices]) if decoupled else None)
-                fresh = None if policy_version is None else \
-                    torch.tensor([samples[i].version == policy_version for i in mb.indices], device=lp.device)
-                loss, m = policy_loss(
-                    name, mb.to_padded(lp), mb.to_padded(pre) if decoupled else mb.behaviour, mb.advantages,
-                    mb.mask, algo.clip_low, algo.clip_high,
-                    behaviour_logprobs=mb.behaviour if decoupled else None,
-                    tis_cap=algo.tis_cap if decoupled else None,
-                    clip_ratio_c=algo.clip_ratio_c, log_ratio_clamp=algo.log_ratio_clamp, fresh=fresh,
-                    num_tokens=n_tok, num_sequences=n_seq)
-                (loss * self.world).backward()
-                units = float(m["num_tokens"] if name == "dapo" else m["num_sequences"])
-                tok = float(m["num_tokens"])
-                mb_loss += float(loss.detach())
-                acc["clip"] += float(m["clip_fraction"]) * units
-                acc["dual_clip"] += float(m["dual_clip_fraction"]) * units
-                acc["units"] += units
-                acc["fresh_clip"] += float(m["clip_fraction_fresh"] * m["num_fresh_units"])
-                acc["fresh_units"] += float(m["num_fresh_units"])
-                acc["tis_w"] += float(m["tis_weight_mean"]) * units
-                acc["tis_capped"] += float(m["tis_capped_fraction"]) * units
-                acc["kl"] += float(m["approx_kl"]) * tok
-                acc["entropy"] += float(ent.sum())
-                acc["tokens"] += tok
-                acc["packed"] += mb.num_tokens
-                acc["micro"] += 1
-                ratio_max = max(ratio_max, float(m["ratio_max"]))
-                if pre is not None:
-                    d = (pre - mb.from_padded(mb.behaviour)).abs()
-                    acc["diff"] += float(d.sum())
-                    acc["diff_n"] += d.numel()
-                    diff_max = max(diff_max, float(d.max()) if d.numel() else 0.0)
+                mb_loss += self._forward_backward(mb, samples, temperature, k == 0, prox, policy_version,
+                                                  n_tok, n_seq, totals)
             norm, ok = self._clip_and_step()
             skipped += 0 if ok else 1
             losses.append(all_reduce_sum([mb_loss], self.device)[0])
             norms.append(norm)
             lrs.append(lr)
-        acc = dict(zip(keys, all_reduce_sum([acc[key] for key in keys], self.device)))
-        ratio_max, diff_max = all_reduce_max([ratio_max, diff_max], self.device)
-        out = {
+        return {
             "loss": sum(losses) / len(losses),
             "losses": losses,
             "grad_norm": sum(norms) / len(norms),
             "grad_norms": norms,
-            "clip_fraction": acc["clip"] / max(acc["units"], 1.0),
-            "dual_clip_fraction": acc["dual_clip"] / max(acc["units"], 1.0),
-            "fresh_units": int(acc["fresh_units"]),
-            "approx_kl": acc["kl"] / max(acc["tokens"], 1.0),
-            "entropy": acc["entropy"] / max(acc["tokens"], 1.0),
-            "ratio_max": ratio_max,
-            "tokens": int(acc["tokens"]),
-            "packed_tokens": int(acc["packed"]),
-            "micro_batches": int(acc["micro"]),
             "lr": lrs[-1],
             "minibatches": len(plans),
             "skipped_steps": skipped,
-            "logprob_diff_mean": acc["diff"] / max(acc["diff_n"], 1.0),
-            "logprob_diff_max": diff_max,
             "optimizer_step": self.optimizer_step,
+            **totals.all_reduce(self.device).metrics(decoupled),
         }
-        if acc["fresh_units"]:
-            out["clip_fraction_fresh"] = acc["fresh_clip"] / acc["fresh_units"]
-        if decoupled:
-            out["tis_weight_mean"] = acc["tis_w"] / max(acc["units"], 1.0)
-            out["tis_capped_fraction"] = acc["tis_capped"] / max(acc["units"], 1.0)
-        return out
+
+    def _forward_backward(self, mb: MicroBatch, samples: Sequence[Sample], temperature: float, first: bool,
+                          prox: Optional[dict[int, torch.Tensor]], policy_version: Optional[int], n_tok: int,
+                          n_seq: int, totals: StepTotals) -> float:
+        """One micro-batch of the RL loss: forward, loss under the minibatch's normalizers ``n_tok`` /
+        ``n_seq``, backward (scaled by the world size, see the module docstring); its metrics go into
+        ``totals``. Returns the micro-batch's loss.
+
+        The log-probs under the pre-update weights: in the ``first`` minibatch this very forward,
+        detached; in the others ``prox`` (decoupled: pi_prox, batch index -> [n_i]; coupled: None,
+        unknown). The old policy of the ratio is pi_prox when decoupled, else the engine's log-probs.
+        """
+        algo = self.algo
+        decoupled = algo.tis_cap > 0
+        lp, ent = self._run(mb, temperature, with_entropy=True)
+        # This micro-batch's log-probs under the pre-update weights, where known.
+        pre = lp.detach() if first else (torch.cat([prox[i] for i in mb.indices]) if prox is not None else None)
+        fresh = None if policy_version is None else \
+            torch.tensor([samples[i].version == policy_version for i in mb.indices], device=lp.device)
+        loss, m = policy_loss(
+            algo.loss, mb.to_padded(lp), mb.to_padded(pre) if decoupled else mb.behaviour, mb.advantages,
+            mb.mask, algo.clip_low, algo.clip_high,
+            behaviour_logprobs=mb.behaviour if decoupled else None,
+            tis_cap=algo.tis_cap if decoupled else None,
+            clip_ratio_c=algo.clip_ratio_c, log_ratio_clamp=algo.log_ratio_clamp, fresh=fresh,
+            num_tokens=n_tok, num_sequences=n_seq)
+        (loss * self.world).backward()
+        totals.add_micro(m, algo.loss == "dapo", ent, mb.num_tokens)
+        if pre is not None:
+            totals.add_logprob_diff(pre, mb.from_padded(mb.behaviour))
+        return float(loss.detach())
 
     def sft_step(self, samples: Sequence[Sample]) -> dict[str, Any]:
         """One optimizer step of cross-entropy on response tokens (mean over the batch's tokens)."""

@@ -1,28 +1,12 @@
-"""Verdicts and the reward they give: the contract between the verifier and the trainer."""
+"""One completion's judgement; the verdicts themselves live in :mod:`nous_ray.verdicts` (re-exported here)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from enum import Enum
 
+from nous_ray.verdicts import Verdict, VerdictRecord, reward_of
 
-class Verdict(str, Enum):
-    ACCEPTED = "accepted"
-    WRONG_ANSWER = "wrong_answer"
-    TIME_LIMIT = "time_limit"
-    MEMORY_LIMIT = "memory_limit"
-    RUNTIME_ERROR = "runtime_error"
-    COMPILE_ERROR = "compile_error"
-    NO_CODE = "no_code"
-    # The sandbox or the transport failed: not the program's fault, so no reward at all.
-    INFRA_ERROR = "infra_error"
-
-
-def reward_of(verdict: Verdict) -> float | None:
-    """+1 accepted, -1 every failure of the program, None (sample dropped) for infra_error."""
-    if verdict is Verdict.INFRA_ERROR:
-        return None
-    return 1.0 if verdict is Verdict.ACCEPTED else -1.0
+__all__ = ["Verdict", "VerifyResult", "reward_of"]
 
 
 @dataclass
@@ -37,7 +21,7 @@ class VerifyResult:
     def reward(self) -> float | None:
         return reward_of(self.verdict)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> VerdictRecord:
         d = asdict(self)
         d["verdict"] = self.verdict.value
         d["reward"] = self.reward

@@ -5,6 +5,7 @@ the verifier run here on the recorded completions, the running engine's rope set
 YaRN asked for; a second run resumes without generating anything.
 """
 
+import asyncio
 import json
 import os
 import subprocess
@@ -138,20 +139,20 @@ def test_eval_cli_exports_a_training_checkpoint_and_plots_its_run(tmp_path, ray_
     cfg = load_config(None, ["learner.num_ranks=1", "learner.cpus_per_rank=0.5"])
     save_config(cfg, run / "config.yaml")
     base = resolve_model_path(cfg.model, run)
-    from actors.learner import LearnerGroup
+    from actors.learner import Learner
 
     tok = load_tiny_tokenizer()
     prompt = tok("Print 2*n.", add_special_tokens=False)["input_ids"]
     resp = tok("```python\nprint(2*int(input()))\n```", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     sft = [Sample(problem_id="p", group_id=0, prompt_ids=prompt, response_ids=resp, logprobs=[0.0] * len(resp),
                   finish_reason="stop", version=0)]
-    group = LearnerGroup(base, cfg.learner, cfg.algo, dtype=cfg.model.dtype)
+    group = Learner(base, cfg.learner, cfg.algo, dtype=cfg.model.dtype)
     try:
         for _ in range(3):
-            group.sft_step(sft)
+            asyncio.run(group.sft_step(sft))
         ckpt = run / "checkpoints" / "step_000003"
-        group.save_checkpoint(str(ckpt / "learner"))
-        trained, _ = group.full_state()
+        asyncio.run(group.save_checkpoint(str(ckpt / "learner")))
+        trained, _ = asyncio.run(group.full_state())
     finally:
         group.shutdown()
     (ckpt / "COMPLETE").write_text("3")

@@ -5,6 +5,7 @@ transformers model trained with the same pure functions (``nous_ray.algo``) on t
 at once, one sequence per forward: no packing, no sharding, no micro-batches, no ranks.
 """
 
+import asyncio
 import math
 import os
 import random
@@ -19,7 +20,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 ray = pytest.importorskip("ray")
 
-from actors.learner import LearnerGroup  # noqa: E402
+from actors.learner import Learner  # noqa: E402
 from nous_ray.algo import DEFAULT_CLIP, token_logprobs  # noqa: E402
 from nous_ray.config import AlgoConfig, LearnerConfig, ModelConfig, OptimConfig  # noqa: E402
 from nous_ray.models.tiny import build_tiny_model_dir  # noqa: E402
@@ -27,6 +28,7 @@ from nous_ray.samples import Sample  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
+run = asyncio.run  # the learner's calls are coroutines
 OPTIM = OptimConfig(lr=1e-3, warmup_steps=2, grad_clip=1.0, weight_decay=0.01, betas=[0.9, 0.99])
 
 
@@ -44,7 +46,7 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def group(ray_cluster, model_dir):
-    g = LearnerGroup(model_dir, learner_cfg(), AlgoConfig(loss="dapo"))
+    g = Learner(model_dir, learner_cfg(), AlgoConfig(loss="dapo"))
     yield g
     g.shutdown()
 
@@ -164,15 +166,15 @@ def assert_same_weights(got, ref_lm, tol):
 
 
 def run_against_reference(group, model_dir, algo, seed, dtype=torch.float32):
-    group.configure_optimizer(OPTIM)
-    start, _ = group.full_state()
+    run(group.configure_optimizer(OPTIM))
+    start, _ = run(group.full_state())
     ref = hf_model(start, model_dir, dtype)
     samples = make_batch(ref, 12, seed)
     for i, s in enumerate(samples):  # every third sample is one version old
         s.version = 6 if i % 3 else 5
     # A forward without backward first: FSDP must not train on a stale gathered copy afterwards.
-    group.compute_logprobs(samples[:3])
-    metrics = group.train_step(samples, 1.0, 6)
+    run(group.compute_logprobs(samples[:3]))
+    metrics = run(group.train_step(samples, 1.0, 6))
     losses, norms, (fresh_clipped, fresh_units) = reference_train_step(ref, samples, algo, 2, OPTIM,
                                                                        policy_version=6)
     assert metrics["minibatches"] == 2 and metrics["tokens"] == sum(len(s.response_ids) for s in samples)
@@ -185,7 +187,7 @@ def run_against_reference(group, model_dir, algo, seed, dtype=torch.float32):
     assert metrics["lr"] == OPTIM.lr  # second step of a 2-step warm-up
     assert metrics["fresh_units"] == fresh_units
     assert metrics.get("clip_fraction_fresh", 0.0) == pytest.approx(fresh_clipped / max(fresh_units, 1))
-    got, _ = group.full_state()
+    got, _ = run(group.full_state())
     assert_same_weights(got, ref, 1e-5)
     return metrics, samples
 
@@ -206,7 +208,7 @@ def test_decoupled_form_matches_reference(ray_cluster, model_dir, loss):
     both sides: GSPO's narrow clip leaves some gradient entries near Adam's eps (1e-8), where float32
     rounding alone moves a first Adam step by up to ~lr/10 on a handful of weights."""
     algo = AlgoConfig(loss=loss, tis_cap=1.2)
-    g = LearnerGroup(model_dir, learner_cfg(micro_batch_tokens=24), algo, dtype="float64")
+    g = Learner(model_dir, learner_cfg(micro_batch_tokens=24), algo, dtype="float64")
     try:
         metrics, _ = run_against_reference(g, model_dir, algo, seed=2, dtype=torch.float64)
         # The mismatch is measured over the whole batch before any update.
@@ -218,10 +220,10 @@ def test_decoupled_form_matches_reference(ray_cluster, model_dir, loss):
 
 
 def test_compute_logprobs_matches_unpacked(group, model_dir):
-    weights, _ = group.full_state()
+    weights, _ = run(group.full_state())
     lm = hf_model(weights, model_dir)
     samples = make_batch(lm, 7, seed=3)
-    got = group.compute_logprobs(samples)
+    got = run(group.compute_logprobs(samples))
     for s, lp in zip(samples, got):
         with torch.no_grad():
             ref = seq_logprobs(lm, s)
@@ -248,9 +250,9 @@ def test_sft_drives_the_loss_of_a_toy_solution_down(group, model_dir):
     s = toy_sft_sample(model_dir)
     # A forward without backward right before a fresh optimizer: the optimizer must still get the
     # sharded parameters (not the gathered copy FSDP keeps of the root after such a forward).
-    group.compute_logprobs([s])
-    group.configure_optimizer(OptimConfig(lr=2e-3, warmup_steps=3, grad_clip=1.0))
-    losses = [group.sft_step([s, s, s])["loss"] for _ in range(30)]
+    run(group.compute_logprobs([s]))
+    run(group.configure_optimizer(OptimConfig(lr=2e-3, warmup_steps=3, grad_clip=1.0)))
+    losses = [run(group.sft_step([s, s, s]))["loss"] for _ in range(30)]
     assert losses[0] > 4.0  # random init: about log(vocab)
     assert losses[-1] < 0.3 * losses[0], losses
     assert all(b < a for a, b in zip(losses[:10], losses[1:10]))  # steady descent early on
@@ -258,22 +260,22 @@ def test_sft_drives_the_loss_of_a_toy_solution_down(group, model_dir):
 
 
 def test_checkpoint_roundtrip_and_hf_export(group, ray_cluster, model_dir, tmp_path):
-    group.configure_optimizer(OPTIM)
-    weights0, _ = group.full_state()
+    run(group.configure_optimizer(OPTIM))
+    weights0, _ = run(group.full_state())
     samples = make_batch(hf_model(weights0, model_dir), 8, seed=4)
-    group.train_step(samples)  # optimizer moments exist now
-    ckpt = group.save_checkpoint(str(tmp_path / "ckpt"), extra={"step": 7})
+    run(group.train_step(samples))  # optimizer moments exist now
+    ckpt = run(group.save_checkpoint(str(tmp_path / "ckpt"), extra={"step": 7}))
     assert os.path.isdir(ckpt) and not os.path.exists(str(tmp_path / "ckpt.tmp"))
-    w_a, o_a = group.full_state(with_optimizer=True)
+    w_a, o_a = run(group.full_state(with_optimizer=True))
 
-    other = LearnerGroup(model_dir, learner_cfg(), AlgoConfig(loss="dapo"))
+    other = Learner(model_dir, learner_cfg(), AlgoConfig(loss="dapo"))
     try:
-        w_fresh, _ = other.full_state()
+        w_fresh, _ = run(other.full_state())
         assert any(not torch.equal(w_fresh[k], w_a[k]) for k in w_a)
         with pytest.raises(FileNotFoundError, match="not a complete learner checkpoint"):
-            other.load_checkpoint(str(tmp_path / "ckpt.tmp"))
-        assert other.load_checkpoint(ckpt) == {"step": 7}
-        w_b, o_b = other.full_state(with_optimizer=True)
+            run(other.load_checkpoint(str(tmp_path / "ckpt.tmp")))
+        assert run(other.load_checkpoint(ckpt)) == {"step": 7}
+        w_b, o_b = run(other.full_state(with_optimizer=True))
         assert set(w_a) == set(w_b) and all(torch.equal(w_a[k], w_b[k]) for k in w_a)
         assert o_a["param_groups"] == o_b["param_groups"]
         assert set(o_a["state"]) == set(o_b["state"]) and len(o_a["state"]) > 0
@@ -282,12 +284,12 @@ def test_checkpoint_roundtrip_and_hf_export(group, ray_cluster, model_dir, tmp_p
                 assert torch.equal(torch.as_tensor(val), torch.as_tensor(o_b["state"][name][key])), (name, key)
         # Same weights and moments -> the same next step on both groups.
         more = make_batch(hf_model(w_a, model_dir), 8, seed=5)
-        m_a, m_b = group.train_step(more), other.train_step(more)
+        m_a, m_b = run(group.train_step(more)), run(other.train_step(more))
         assert m_a["losses"] == m_b["losses"] and m_a["grad_norms"] == m_b["grad_norms"]
     finally:
         other.shutdown()
 
-    out = group.export_hf(str(tmp_path / "hf"))
+    out = run(group.export_hf(str(tmp_path / "hf")))
     from safetensors import safe_open
 
     with safe_open(os.path.join(out, "model.safetensors"), "pt") as f, \
@@ -295,7 +297,7 @@ def test_checkpoint_roundtrip_and_hf_export(group, ray_cluster, model_dir, tmp_p
         assert set(f.keys()) == set(g0.keys())  # HF names; tied lm_head left out as HF does
     lm = hf_model(out, model_dir)
     probe = make_batch(lm, 5, seed=6)
-    learner_lp = group.compute_logprobs(probe)
+    learner_lp = run(group.compute_logprobs(probe))
     for s, lp in zip(probe, learner_lp):
         with torch.no_grad():
             logits = lm(torch.tensor([s.prompt_ids + s.response_ids])).logits[0]
@@ -310,10 +312,10 @@ def test_weight_buckets_carry_hf_names_and_current_weights(group, model_dir):
 
     from nous_ray.weight_sync import unpack_bucket
 
-    refs = group.export_weight_buckets(0.25)  # 256 KiB buckets: several for the ~2 MB model
+    refs = run(group.export_weight_buckets(0.25))  # 256 KiB buckets: several for the ~2 MB model
     assert len(refs) > 1 and all(isinstance(r, ray.ObjectRef) for r in refs)
     tensors = {n: t for b in ray.get(refs) for n, t in unpack_bucket(b, copy=True)}
-    weights, _ = group.full_state()
+    weights, _ = run(group.full_state())
     with safe_open(os.path.join(model_dir, "model.safetensors"), "pt") as f:
         assert set(tensors) == set(f.keys())
     assert all(torch.equal(tensors[k], weights[k]) for k in weights)

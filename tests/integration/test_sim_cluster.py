@@ -184,7 +184,7 @@ def test_a_lost_rollout_node_is_replaced_when_capacity_returns(cluster, quick_sy
 
 
 def test_a_lost_learner_node_stops_the_run_with_a_complete_checkpoint(cluster, quick_system, tmp_path):
-    from actors.sim import NODE_CPUS, SimLearnerGroup, checkpoint_shards
+    from actors.sim import NODE_CPUS, SimLearnerRanks, checkpoint_shards
     from nous_ray.sim.workers import SimWeightSync
 
     cfg0, placement, workers = quick_system
@@ -207,7 +207,7 @@ def test_a_lost_learner_node_stops_the_run_with_a_complete_checkpoint(cluster, q
     # Restarting once the node is back resumes from that checkpoint.
     cluster.add_node(num_cpus=NODE_CPUS, num_gpus=8)
     workers.learner.shutdown()
-    workers.learner = SimLearnerGroup(cfg, placement)
+    workers.learner = SimLearnerRanks(cfg, placement)
     workers.sync = SimWeightSync(workers.learner, workers.rollout)
     step = int(ckpt.name.split("_")[1])
     cfg.trainer.steps = step + 2

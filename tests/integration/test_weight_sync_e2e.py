@@ -5,6 +5,8 @@ for tied and untied embeddings, through the object store; and through the NCCL p
 communicator replaced (it needs GPUs): a recording on the learner's side, a replay on the engine's.
 """
 
+from asyncio import run
+
 import pytest
 
 from nous_ray.config import AlgoConfig, LearnerConfig, ModelConfig, OptimConfig, RolloutConfig
@@ -26,23 +28,23 @@ def toy_sample():
 
 @pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
 def test_engine_scores_like_the_learner_after_a_sync(ray_cluster, tmp_path, tied):
-    from actors.learner import LearnerGroup
+    from actors.learner import Learner
     from actors.rollout import RolloutWorker, rollout_actor_options
 
     ray = ray_cluster
     model = build_tiny_model_dir(ModelConfig(tie_word_embeddings=tied), tmp_path / "model")
     sample = toy_sample()
-    learner = LearnerGroup(str(model), LearnerConfig(num_ranks=2, cpus_per_rank=0.5), AlgoConfig())
+    learner = Learner(str(model), LearnerConfig(num_ranks=2, cpus_per_rank=0.5), AlgoConfig())
     rcfg = RolloutConfig(max_model_len=256)
     worker = RolloutWorker.options(**rollout_actor_options(rcfg)).remote(str(model), rcfg, dtype="float32")
     try:
         before = ray.get(worker.score.remote(sample.prompt_ids, sample.response_ids))
-        learner.configure_optimizer(OptimConfig(lr=2e-3))
+        run(learner.configure_optimizer(OptimConfig(lr=2e-3)))
         for _ in range(3):  # move the weights well away from the engine's copy
-            learner.sft_step([sample])
-        ref = learner.compute_logprobs([sample])[0]
+            run(learner.sft_step([sample]))
+        ref = run(learner.compute_logprobs([sample]))[0]
         assert max(abs(a - b) for a, b in zip(before, ref)) > 1e-2  # the test can fail
-        buckets = learner.export_weight_buckets(0.25)  # 256 KiB buckets: several of them
+        buckets = run(learner.export_weight_buckets(0.25))  # 256 KiB buckets: several of them
         assert len(buckets) > 2
         out = ray.get(worker.update_weights.remote(1, buckets))
         assert out["loaded"] and out["tensors"] > 0

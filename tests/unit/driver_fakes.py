@@ -41,11 +41,11 @@ class CannedRollout:
             await self.on_generate(self, requests, sampling)
         out = []
         for q in requests:
-            p = self.by_id[q["problem_id"]]
+            p = self.by_id[q.problem_id]
             for _ in range(n):
                 ok = p.solutions and self.rng.random() < self.pass_prob
                 text = f"```python\n{p.solutions[0]}```" if ok else WRONG
-                out.append(Sample(problem_id=p.id, group_id=q["group_id"], prompt_ids=list(q["prompt_ids"]),
+                out.append(Sample(problem_id=p.id, group_id=q.group_id, prompt_ids=list(q.prompt_ids),
                                   response_ids=[5, 6, 7], logprobs=[-1.0] * 3, finish_reason="stop",
                                   version=self.version, text=text))
         return out

@@ -88,14 +88,14 @@ class ScriptedPool:
         self.fail_on_call = fail_on_call
 
     async def generate(self, i, requests, n, sampling, max_tokens):
-        self.calls.append([q["problem_id"] for q in requests])
+        self.calls.append([q.problem_id for q in requests])
         if self.fail_on_call is not None and len(self.calls) == self.fail_on_call:
             raise RuntimeError("engine died")
         out = []
         for q in requests:
             for j in range(n):
-                text = RIGHT[q["problem_id"]] if j in RIGHT_AT[q["problem_id"]] else WRONG
-                out.append(Sample(problem_id=q["problem_id"], group_id=q["group_id"], prompt_ids=q["prompt_ids"],
+                text = RIGHT[q.problem_id] if j in RIGHT_AT[q.problem_id] else WRONG
+                out.append(Sample(problem_id=q.problem_id, group_id=q.group_id, prompt_ids=q.prompt_ids,
                                   response_ids=list(range(5 + j)), logprobs=[0.0] * (5 + j),
                                   finish_reason="length" if j == 3 else "stop", version=0, text=text))
         return out
@@ -170,7 +170,7 @@ def test_each_response_gets_the_context_left_by_its_prompt(tmp_path, verifiers):
         limits = {}
 
         async def generate(self, i, requests, n, sampling, max_tokens):
-            self.limits[requests[0]["problem_id"]] = max_tokens
+            self.limits[requests[0].problem_id] = max_tokens
             return await super().generate(i, requests, n, sampling, max_tokens)
 
     problems, ids = [SUM, NEG, EMPTY], [[1, 2], [3], [4, 5, 6]]

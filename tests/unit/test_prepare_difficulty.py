@@ -46,10 +46,10 @@ class ScriptedSampler:
         assert sampling == {"temperature": 1.0, "top_p": 1.0, "top_k": 0} and max_tokens == 48
         out = []
         for q in requests:
-            self.asked.append(q["problem_id"])
+            self.asked.append(q.problem_id)
             for j in range(n):
-                text = ANSWERS[q["problem_id"]][j]
-                out.append(Sample(q["problem_id"], q["group_id"], q["prompt_ids"], [1, 2], [0.0, 0.0],
+                text = ANSWERS[q.problem_id][j]
+                out.append(Sample(q.problem_id, q.group_id, q.prompt_ids, [1, 2], [0.0, 0.0],
                                   "stop" if j else "length", 0, text=text))
         await asyncio.sleep(0)
         return out
