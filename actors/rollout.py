@@ -88,6 +88,10 @@ class RolloutWorker:
     async def version(self) -> int:
         return (await self._engine()).version
 
+    async def stats(self) -> dict:
+        """The engine's steps, seconds stepping and loading weights (busy fractions in benchmarks)."""
+        return (await self._engine()).stats()
+
     async def generate(self, prompts: list[list[int]], n: int = 1, sampling: dict | None = None, *,
                        problem_ids: list[str] | None = None, group_ids: list[int] | None = None,
                        issued_step: int = 0):

@@ -8,7 +8,7 @@ Three kinds of coroutines share one event loop:
 - one *verification task* per group: judges it, scores it (advantages, overlong filtering, dynamic
   sampling) and puts useful groups into the :class:`BatchBuffer`;
 - the *trainer*: waits until a batch of useful groups is ready, trains, publishes the new weights to
-  the rollout workers (who load them between requests), logs, checkpoints, repeats.
+  the rollout workers (who load them between engine steps), logs, checkpoints, repeats.
 
 What is counted: a *training step* trains one batch and publishes one new *policy version*
 (``Driver.step`` is both: training steps done = the version the learners hold); it is
@@ -49,7 +49,7 @@ from nous_ray.driver.checkpoint import (
     start_checkpoint,
 )
 from nous_ray.driver.sampler import ProblemSampler
-from nous_ray.driver.scoring import BatchBuffer, Counters, ScoredGroup, score_group
+from nous_ray.driver.scoring import BatchBuffer, Counters, ScoredGroup, score_group, staleness_stats
 from nous_ray.driver.workers import Workers
 from nous_ray.metrics import MetricsSink
 from nous_ray.samples import Sample
@@ -382,7 +382,8 @@ class Driver:
     async def _publish(self, reset: bool = False) -> None:
         """Send the learner's weights to every rollout worker as version ``self.step``.
 
-        Each worker loads them between requests (queued behind its current one).
+        Each worker loads them between engine steps (``rollout.weight_update=inflight``: its running
+        requests go on under the new weights) or once its running requests finish (``drain``).
         ``reset``: this run's first sync; the workers may hold a higher version from an earlier run
         (a restarted job, or workers reused across runs), which this one replaces.
         """
@@ -404,7 +405,7 @@ class Driver:
                 break
             t_ready = self._now()
             samples = [s for g in batch for s in g.samples]
-            staleness = [self.step - s.version for s in samples]
+            staleness = staleness_stats(samples, self.step)
             stats, self._stats = self._stats, _StepStats()
             metrics = await self._learner("the train step", self.w.learner.train_step(
                 samples, self.cfg.rollout.sampling.temperature, self.step))
@@ -433,8 +434,7 @@ class Driver:
                 "learner_wait_verification_s": self._waits.verification_s - waits_before.verification_s,
                 "learner_idle_frac_total": self._waits.total / max(t_end - t_start, 1e-9),
                 "rollout_allowed_frac": (self._allowed_s - allowed_before) / max(wall, 1e-9),
-                "staleness_mean": sum(staleness) / len(staleness),
-                "staleness_max": max(staleness),
+                **staleness,
                 "max_response_tokens": self.schedule(self.step - 1),
                 "time_generate_call_s": stats.generate_s / stats.generate_calls if stats.generate_calls else None,
                 "time_verify_group_s": stats.verify_s / stats.verify_calls if stats.verify_calls else None,
@@ -563,7 +563,8 @@ class Driver:
         d.mkdir(exist_ok=True)
         with open(d / f"step_{self.step:06d}.jsonl", "w") as f:
             for s in samples[:n]:
-                f.write(json.dumps({"problem_id": s.problem_id, "version": s.version, "verdict": s.verdict,
+                f.write(json.dumps({"problem_id": s.problem_id, "version": s.version,
+                                    "version_starts": s.version_starts, "verdict": s.verdict,
                                     "reward": s.reward, "advantage": s.advantage,
                                     "finish_reason": s.finish_reason, "text": s.text}) + "\n")
 

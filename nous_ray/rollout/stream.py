@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from typing import Any, Callable, Sequence
 
 from nous_ray.rollout.outputs import scored_logprobs, to_samples
@@ -72,6 +73,8 @@ class StreamingEngine:
         self.weight_update = weight_update
         engine.set_weight_version(str(version))  # vLLM labels every output token with it
         self.steps = 0  # engine steps run
+        self.step_s = 0.0  # time spent in them (the engine busy)
+        self.load_s = 0.0  # time spent loading weights
         self.max_model_len = engine.model_config.max_model_len
         self._ids = itertools.count()
         self._pending: dict[str, asyncio.Future] = {}
@@ -140,7 +143,9 @@ class StreamingEngine:
                 if not self._stepping.is_set():
                     await self._stepping.wait()
                     continue
+                t0 = time.perf_counter()
                 self._deliver(self.engine.step())
+                self.step_s += time.perf_counter() - t0
                 self.steps += 1
                 await asyncio.sleep(0)  # let new calls (and updates) in between steps
         except BaseException as e:  # fail every waiter rather than hang them
@@ -259,8 +264,10 @@ class StreamingEngine:
         self._newest = ticket
 
         def load_and_reset(engine) -> int:
+            t0 = time.perf_counter()
             count = int(load(engine))
             reset_prefix_cache(engine)  # cached KV blocks were computed with the old weights
+            self.load_s += time.perf_counter() - t0
             return count
 
         def commit(_) -> None:  # before any step runs or any request is admitted
@@ -276,3 +283,7 @@ class StreamingEngine:
     @property
     def num_running(self) -> int:
         return len(self._pending)
+
+    def stats(self) -> dict:
+        """Engine steps run, seconds spent in them and in weight loads, since the engine started."""
+        return {"steps": self.steps, "step_s": self.step_s, "load_s": self.load_s, "version": self.version}
