@@ -26,7 +26,8 @@ def version_starts(spans, n_tokens: int, where: str) -> list[tuple[int, int]]:
     reported none (no tokens)."""
     if not spans:
         if n_tokens:
-            raise ValueError(f"{where}: {n_tokens} tokens but no weight-version spans (set_weight_version never called?)")
+            raise ValueError(f"{where}: {n_tokens} tokens but no weight-version spans "
+                             f"(set_weight_version never called?)")
         return []
     out = [(int(s.version), int(s.start)) for s in spans]
     if out[0][1] != 0 or spans[-1].end != n_tokens or any(a[0] > b[0] for a, b in zip(out, out[1:])):
