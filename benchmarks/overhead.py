@@ -70,8 +70,13 @@ def bench_rollout(cfg, model_path: str, placement, args) -> tuple[float, float]:
         outs = bare.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
         return sum(len(c.token_ids) for o in outs for c in o.outputs)
 
+    async def per_group():
+        # As the driver calls it: one call per group, all in flight at once (the engine batches them).
+        groups = await asyncio.gather(*(pool.generate(0, [q], args.samples, sampling, args.tokens) for q in requests))
+        return [s for g in groups for s in g]
+
     def run_ours():
-        samples = asyncio.run(pool.generate(0, requests, args.samples, sampling, args.tokens))
+        samples = asyncio.run(per_group())
         return sum(len(x.response_ids) for x in samples)
 
     run_bare()  # warm-up: kernels compile on the first generation

@@ -23,7 +23,7 @@ forward hook on the final norm or with the root module unsharded), not the shard
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 from torch import Tensor
@@ -64,27 +64,39 @@ def _chunk_logits(h: Tensor, weight: Tensor, temperature: float, dtype: torch.dt
     return z
 
 
+def _entropy(z: Tensor, lse: Tensor) -> Tensor:
+    """Entropy of softmax(z) per row: ``lse - sum_v p_v z_v`` (z [n, V], lse [n] its logsumexp)."""
+    return lse - (torch.exp(z - lse[:, None]) * z).sum(-1)
+
+
 class _ChunkedTokenLogprobs(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden: Tensor, weight: Tensor, targets: Tensor, chunk_size: int, temperature: float):
-        # hidden [N, H], weight [V, H], targets [N] (valid ids; ignored positions already hold 0)
+    def forward(ctx, hidden: Tensor, weight: Tensor, targets: Tensor, chunk_size: int, temperature: float,
+                with_entropy: bool):
+        # hidden [N, H], weight [V, H], targets [N] (valid ids; ignored positions already hold 0).
+        # The entropy (a metric, no gradient) comes from the same chunk of logits: a second pass would
+        # cost another [N, H] x [H, V] product, as much as the forward's own.
         dtype = _compute_dtype(hidden, weight)
         N = hidden.shape[0]
         out = torch.empty(N, dtype=dtype, device=hidden.device)
         lse = torch.empty(N, dtype=dtype, device=hidden.device)
+        ent = torch.empty(N if with_entropy else 0, dtype=dtype, device=hidden.device)
         for s in range(0, N, chunk_size):
             e = min(s + chunk_size, N)
             z = _chunk_logits(hidden[s:e], weight, temperature, dtype)
             lse[s:e] = torch.logsumexp(z, dim=-1)
             out[s:e] = z.gather(1, targets[s:e, None]).squeeze(1) - lse[s:e]
+            if with_entropy:
+                ent[s:e] = _entropy(z, lse[s:e])
             del z
         ctx.save_for_backward(hidden, weight, targets, lse)
         ctx.chunk_size, ctx.temperature = chunk_size, temperature
-        return out
+        ctx.mark_non_differentiable(ent)
+        return out, ent
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out: Tensor):
+    def backward(ctx, grad_out: Tensor, _grad_entropy: Tensor):
         hidden, weight, targets, lse = ctx.saved_tensors
         chunk_size, tau = ctx.chunk_size, ctx.temperature
         dtype = lse.dtype
@@ -107,7 +119,7 @@ class _ChunkedTokenLogprobs(torch.autograd.Function):
             del z
         if need_w:
             grad_w = grad_w.to(weight.dtype)
-        return grad_h, grad_w, None, None, None
+        return grad_h, grad_w, None, None, None, None
 
 
 def _flatten(hidden: Tensor, targets: Optional[Tensor], ignore_index: int):
@@ -126,7 +138,8 @@ def token_logprobs(
     chunk_size: int = 1024,
     temperature: float = 1.0,
     ignore_index: int = -100,
-) -> Tensor:
+    with_entropy: bool = False,
+) -> Union[Tensor, tuple[Tensor, Tensor]]:
     """``log softmax(hidden @ lm_head_weight.T / temperature)[targets]``, chunked over positions.
 
     Args:
@@ -137,11 +150,14 @@ def token_logprobs(
         chunk_size: positions per chunk; memory is O(chunk_size * V) in float32.
         temperature: divides the logits (use the sampling temperature, so the log-probs are
             those of the distribution the tokens were drawn from).
+        with_entropy: also return each position's entropy (as :func:`token_entropy`, no grad),
+            from the same logits, at no extra matrix product.
 
     Returns:
         [T] or [B, T] log-probs in float32 (float64 if an input is float64), differentiable w.r.t.
         ``hidden`` and ``lm_head_weight`` (same values and gradients as the naive computation;
-        backward recomputes each chunk's logits). Not twice differentiable.
+        backward recomputes each chunk's logits). Not twice differentiable. With ``with_entropy``:
+        ``(logprobs, entropy)``, entropy of the same shape (ignored positions included).
     """
     _check("token_logprobs", hidden, lm_head_weight, targets, chunk_size, temperature)
     h, t, ignored = _flatten(hidden, targets, ignore_index)
@@ -150,9 +166,9 @@ def token_logprobs(
         bad = t[(t < 0) | (t >= V)][0].item()
         raise ValueError(f"token_logprobs: target id {bad} outside the vocabulary [0, {V}) "
                          f"(ignore_index={ignore_index})")
-    out = _ChunkedTokenLogprobs.apply(h, lm_head_weight, t, chunk_size, float(temperature))
-    out = torch.where(ignored, torch.zeros_like(out), out)
-    return out.reshape(targets.shape)
+    out, ent = _ChunkedTokenLogprobs.apply(h, lm_head_weight, t, chunk_size, float(temperature), with_entropy)
+    out = torch.where(ignored, torch.zeros_like(out), out).reshape(targets.shape)
+    return (out, ent.reshape(targets.shape)) if with_entropy else out
 
 
 @torch.no_grad()
@@ -179,8 +195,6 @@ def token_entropy(
     for s in range(0, N, chunk_size):
         e = min(s + chunk_size, N)
         z = _chunk_logits(h[s:e], lm_head_weight, temperature, dtype)
-        lse = torch.logsumexp(z, dim=-1)
-        p = torch.softmax(z, dim=-1)
-        out[s:e] = lse - (p * z).sum(-1)
-        del z, p
+        out[s:e] = _entropy(z, torch.logsumexp(z, dim=-1))
+        del z
     return out.reshape(hidden.shape[:-1])

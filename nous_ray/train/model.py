@@ -16,7 +16,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from nous_ray.algo import token_entropy, token_logprobs
+from nous_ray.algo import token_logprobs
 from nous_ray.train.attention import VARLEN, register
 
 __all__ = ["PolicyModule", "build_policy", "load_policy", "load_weights_from_rank0", "shard_policy"]
@@ -67,11 +67,13 @@ class PolicyModule(nn.Module):
         out = self.model(input_ids=input_ids, position_ids=position_ids, use_cache=False, **varlen)
         h = out.last_hidden_state[0].index_select(0, pred_pos)
         w = self.lm_head.weight
-        lp = token_logprobs(h, w, targets, chunk_size=self.chunk_size, temperature=temperature)
         ent = None
         if with_entropy:
-            ent = token_entropy(h.detach(), w.detach(), chunk_size=self.chunk_size, temperature=temperature)
+            lp, ent = token_logprobs(h, w, targets, chunk_size=self.chunk_size, temperature=temperature,
+                                     with_entropy=True)
             ent = ent.to(torch.float32, copy=True)
+        else:
+            lp = token_logprobs(h, w, targets, chunk_size=self.chunk_size, temperature=temperature)
         # A fresh tensor, not a view: FSDP2 hooks backward onto the root's outputs, which an
         # in-place op on a view would bypass.
         return lp.to(torch.float32, copy=True), ent

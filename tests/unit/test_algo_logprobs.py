@@ -161,6 +161,22 @@ def test_entropy_matches_naive(batched):
     assert uniform.item() == pytest.approx(math.log(weight.shape[0]), abs=1e-12)
 
 
+def test_entropy_from_the_logprob_pass_matches_and_leaves_the_gradient_alone():
+    """``with_entropy`` reads the entropy off the forward's own logits: the same numbers as
+    token_entropy, ignored positions included, and log-probs and gradients as without it."""
+    hidden, weight, targets = make(B=2, T=9)
+    targets[0, 3] = -100
+    h1, w1 = hidden.clone().requires_grad_(True), weight.clone().requires_grad_(True)
+    h2, w2 = hidden.clone().requires_grad_(True), weight.clone().requires_grad_(True)
+    lp, ent = token_logprobs(h1, w1, targets, chunk_size=4, temperature=0.8, with_entropy=True)
+    ref_lp = token_logprobs(h2, w2, targets, chunk_size=4, temperature=0.8)
+    assert torch.equal(lp, ref_lp) and not ent.requires_grad and ent.shape == targets.shape
+    assert torch.allclose(ent, token_entropy(hidden, weight, chunk_size=4, temperature=0.8), atol=1e-12)
+    (lp * torch.arange(lp.numel(), dtype=lp.dtype).reshape(lp.shape)).sum().backward()
+    (ref_lp * torch.arange(lp.numel(), dtype=lp.dtype).reshape(lp.shape)).sum().backward()
+    assert torch.equal(h1.grad, h2.grad) and torch.equal(w1.grad, w2.grad)
+
+
 @pytest.mark.parametrize(
     "hidden,weight,targets,chunk,match",
     [
