@@ -86,12 +86,10 @@ def weight_update_benchmark(args) -> None:
     long_len = int(args.long_factor * args.median)
     # Every group trains (forced lengths end "length": overlong filtering off), so both modes run the
     # same steps; the context must hold a prompt and the longest response.
-    # Larger micro-batches make the CPU learner's step mostly compute (not per-micro-batch overhead),
-    # so generation is the slower stage, as in the recipe (the planner's 14B learners idle half the time).
+    # 8 prompts per step (the tiny default's 16 halved) keep the learner's step short, so generation is
+    # the slower stage, as in the recipe (the planner's 14B learners idle half the time).
     base = BASE + ["algo.overlong_filter=false", f"rollout.max_model_len={long_len + 128}",
-                   f"trainer.max_off_policy_steps={args.bound}",
-                   f"learner.micro_batch_tokens={args.micro_batch_tokens}",
-                   f"trainer.prompts_per_step={args.prompts_per_step}"]
+                   f"trainer.max_off_policy_steps={args.bound}", f"trainer.prompts_per_step={args.prompts_per_step}"]
     cfg = load_config(None, base + [f"trainer.steps={args.steps}"])
     tmp = Path(tempfile.mkdtemp(prefix="nous-inflight-"))
     model_path = resolve_model_path(cfg.model, tmp)
@@ -181,7 +179,6 @@ def main() -> None:
     ap.add_argument("--long-frac", type=float, default=0.05, help="fraction of long responses")
     ap.add_argument("--bound", type=int, default=2, help="trainer.max_off_policy_steps")
     ap.add_argument("--rounds", type=int, default=1, help="drain, inflight alternations")
-    ap.add_argument("--micro-batch-tokens", type=int, default=4096, help="learner.micro_batch_tokens")
     ap.add_argument("--prompts-per-step", type=int, default=8, help="trainer.prompts_per_step")
     args = ap.parse_args()
     if args.weight_update:
