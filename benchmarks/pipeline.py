@@ -36,6 +36,19 @@ BASE = ["init.sft_steps=0", "algo.dynamic_sampling=false", "trainer.checkpoint_e
         "trainer.save_samples=0", "learner.minibatches=1"]
 
 
+def _start(overrides: list[str], prefix: str):
+    """The config, a scratch folder, the tiny model in it, a local Ray cluster and the placement."""
+    from actors.placement import Placement
+    from nous_ray.config import load_config
+    from nous_ray.models.tiny import resolve_model_path
+
+    cfg = load_config(None, overrides)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    model_path = resolve_model_path(cfg.model, tmp)
+    ray = start_ray(dashboard=False)
+    return cfg, tmp, model_path, ray, Placement(cfg)
+
+
 class LengthMix:
     """The rollout pool as the driver sees it, with every response's length forced (``min_tokens`` =
     ``max_tokens``, EOS ignored): one call per response, its length drawn from (group id, index), so
@@ -74,14 +87,12 @@ class LengthMix:
 
 def weight_update_benchmark(args) -> None:
     """Draining vs in-flight weight updates on a long-tailed length mix (see the module doc)."""
-    from actors.placement import Placement
     from actors.pools import make_learner_group, make_rollout_pool, make_verifier_pool, make_weight_sync
     from launch.train import prepare_inputs
     from nous_ray.config import load_config
     from nous_ray.driver.loop import Driver
     from nous_ray.driver.workers import Workers
     from nous_ray.metrics import read_metrics
-    from nous_ray.models.tiny import resolve_model_path
 
     long_len = int(args.long_factor * args.median)
     # Every group trains (forced lengths end "length": overlong filtering off), so both modes run the
@@ -90,11 +101,7 @@ def weight_update_benchmark(args) -> None:
     # the slower stage, as in the recipe (the planner's 14B learners idle half the time).
     base = BASE + ["algo.overlong_filter=false", f"rollout.max_model_len={long_len + 128}",
                    f"trainer.max_off_policy_steps={args.bound}", f"trainer.prompts_per_step={args.prompts_per_step}"]
-    cfg = load_config(None, base + [f"trainer.steps={args.steps}"])
-    tmp = Path(tempfile.mkdtemp(prefix="nous-inflight-"))
-    model_path = resolve_model_path(cfg.model, tmp)
-    ray = start_ray(dashboard=False)
-    placement = Placement(cfg)
+    cfg, tmp, model_path, ray, placement = _start(base + [f"trainer.steps={args.steps}"], "nous-inflight-")
     learner = make_learner_group(cfg, model_path, placement)
     verifiers = make_verifier_pool(cfg, placement)
     problems, prompt_ids, _ = prepare_inputs(cfg, model_path)
@@ -185,7 +192,6 @@ def main() -> None:
         weight_update_benchmark(args)
         return
 
-    from actors.placement import Placement
     from actors.pools import (
         make_learner_group,
         make_rollout_pool,
@@ -197,13 +203,8 @@ def main() -> None:
     from nous_ray.driver.loop import Driver
     from nous_ray.driver.workers import Workers
     from nous_ray.metrics import read_metrics
-    from nous_ray.models.tiny import resolve_model_path
 
-    cfg = load_config(None, BASE + [f"trainer.steps={args.steps}"])
-    tmp = Path(tempfile.mkdtemp(prefix="nous-pipeline-"))
-    model_path = resolve_model_path(cfg.model, tmp)
-    ray = start_ray(dashboard=False)
-    placement = Placement(cfg)
+    cfg, tmp, model_path, ray, placement = _start(BASE + [f"trainer.steps={args.steps}"], "nous-pipeline-")
     rollout = make_rollout_pool(cfg, model_path, placement)
     learner = make_learner_group(cfg, model_path, placement)
     sync = make_weight_sync(cfg, learner, rollout)
