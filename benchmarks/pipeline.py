@@ -109,7 +109,9 @@ def weight_update_benchmark(args) -> None:
     totals = {m: {"tokens": 0.0, "wall": 0.0, "busy": 0.0, "idle": [], "tok_stale": [], "tok_stale_max": 0,
                   "stale_max": 0, "spanning": [], "steps": 0} for m in ("drain", "inflight")}
     done_steps = 0
+    per_round = []  # tokens/s per mode, per round (the machine's load changes between rounds)
     for r in range(args.rounds):
+        per_round.append({})
         for mode in ("drain", "inflight"):
             cfg_m = load_config(None, base + [f"trainer.steps={done_steps + args.steps}",
                                               f"rollout.weight_update={mode}"])
@@ -151,6 +153,8 @@ def weight_update_benchmark(args) -> None:
             t["spanning"] += [row["spanning_frac"] for row in rows]
             t["steps_s"] = t.get("steps_s", 0.0) + sum(row["time_step_s"] for row in rows)
             t["steps"] += len(rows)
+            per_round[-1][mode] = sum(row["tokens_per_s"] * row["time_step_s"] for row in rows) / \
+                sum(row["time_step_s"] for row in rows)
             print(f"round {r} {mode} done: {len(rows)} steps in {wall:.1f} s", file=sys.stderr, flush=True)
 
     verifiers.shutdown()
@@ -171,6 +175,8 @@ def weight_update_benchmark(args) -> None:
         print(f"{mode:>9} {t['steps_s'] / t['steps']:7.2f} {tps[mode]:9.0f} {t['busy'] / t['wall']:11.3f} "
               f"{mean(t['idle']):12.3f} {mean(t['tok_stale']):14.3f} {t['tok_stale_max']:13d} "
               f"{mean(t['spanning']):8.3f}")
+    print("per round: " + ", ".join(f"{p['drain']:.0f} -> {p['inflight']:.0f} tokens/s "
+                                    f"({p['inflight'] / p['drain']:.2f}x)" for p in per_round))
     bound_kept = all(t["stale_max"] <= args.bound for t in totals.values())
     print(f"staleness bound {args.bound} kept in both modes: {bound_kept}")
     print(f"inflight/drain tokens_per_s ratio: {tps['inflight'] / tps['drain']:.2f}")
