@@ -27,7 +27,7 @@ from nous_ray.metrics import read_metrics
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
-FAST = ["algo.dynamic_sampling=false", "trainer.prompts_per_step=4", "rollout.max_prompts_per_call=4",
+FAST = ["algo.dynamic_sampling=false", "trainer.prompts_per_step=4", "rollout.max_prompts_per_worker=4",
         "rollout.group_size=4", "learner.minibatches=1", "eval.every_steps=2", "eval.n_samples=2"]
 ENV = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
 
@@ -97,7 +97,7 @@ def test_last_step_saved_readme_eval_works_and_a_truncated_checkpoint_is_skipped
 
 def _eval_cmd(out):
     return [sys.executable, "launch/eval.py", "--model", "tiny", "--no-progress", "--out", str(out),
-            "eval.dataset=tiny", "eval.n_samples=16", "eval.max_tokens=64", "rollout.max_prompts_per_call=1"]
+            "eval.dataset=tiny", "eval.n_samples=16", "eval.max_tokens=64", "rollout.max_prompts_per_worker=1"]
 
 
 def test_ctrl_c_during_evaluation_prints_one_line_and_the_same_command_resumes(tmp_path):

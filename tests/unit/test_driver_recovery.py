@@ -25,7 +25,7 @@ from nous_ray.samples import Sample
 PROBLEMS = load_problems("tiny")
 PROMPTS = [[1, 2, 3]] * len(PROBLEMS)
 EVAL_SET = (PROBLEMS[:4], PROMPTS[:4])
-BASE = ["trainer.prompts_per_step=2", "rollout.group_size=4", "rollout.max_prompts_per_call=2",
+BASE = ["trainer.prompts_per_step=2", "rollout.group_size=4", "rollout.max_prompts_per_worker=2",
         "algo.dynamic_sampling=false", "init.sft_steps=0", "eval.every_steps=0", "trainer.save_samples=0",
         "trainer.checkpoint_every=0", "eval.n_samples=2", "verifier.workers=1", "learner.minibatches=1"]
 # The stand-in learner saves and loads DCP checkpoints in one process, which DCP remarks on each time.
