@@ -145,6 +145,8 @@ def test_stop_then_resume_accounts_for_what_was_in_flight(tmp_path):
 
     async def stop_after_step_3(d):
         await _until_step(d, 3)
+        while not len(d.buffer):  # until a verified group waits for the learners: it stays pending
+            await asyncio.sleep(1.0)
         d.request_stop()
 
     first, summary = _run(cfg, tmp_path, stop_after_step_3)
