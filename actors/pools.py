@@ -85,7 +85,11 @@ class VerifierPool:
     """Verifier actors; each call goes to the actor with the fewest calls in flight."""
 
     def __init__(self, cfg: Config, placement=None):
-        self.actors = create_verifiers(cfg.verifier, placement)
+        self._serve(create_verifiers(cfg.verifier, placement))
+
+    def _serve(self, actors: list) -> None:
+        """Dispatch over ``actors`` (the stand-in pool passes its own)."""
+        self.actors = actors
         self._in_flight = [0] * len(self.actors)
         self._calls: set = set()  # ObjectRefs of calls not answered yet (a caller may have stopped waiting)
 

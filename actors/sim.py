@@ -177,7 +177,7 @@ class SimLearnerGroup:
         self.actors = []
 
 
-@ray.remote
+@ray.remote(max_restarts=-1, max_task_retries=-1)  # as actors/verifier.py: lost with a node, restarted elsewhere
 class SimVerifierActor:
     """Programs of the groups it is sent run ``slots`` at a time (its share of the verification bound)."""
 
@@ -195,13 +195,13 @@ class SimVerifierPool(VerifierPool):
     def __init__(self, cfg: Config, placement=None):
         v = cfg.verifier
         slots = math.ceil(CostModel.from_config(cfg).verify_slots() / max(1, v.num_actors))
-        self.actors = []
+        actors = []
         for k in range(v.num_actors):
             opts = {"num_cpus": v.cpus_per_actor, "max_concurrency": 1000}
             if placement is not None:
                 opts["scheduling_strategy"] = placement.strategy_for("verifier", k)
-            self.actors.append(SimVerifierActor.options(**opts).remote(cfg, k, slots))
-        self._in_flight = [0] * len(self.actors)
+            actors.append(SimVerifierActor.options(**opts).remote(cfg, k, slots))
+        self._serve(actors)
 
 
 def make_sim_ray_workers(cfg: Config, placement=None) -> Workers:

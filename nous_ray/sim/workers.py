@@ -150,10 +150,22 @@ class SimLearner:
         self.records.sync_s += d
 
     async def save_checkpoint(self, path: str, shard: str = "rank_0") -> str:
-        """Writes ``<path>/<shard>.json`` (a rank's shard of the learner state)."""
+        """Writes ``<path>/<shard>.json`` (a rank's shard of the learner state); rank 0 also writes the
+        real learner checkpoint's layout (DCP's index and shard, of a one-element stand-in state, and
+        the state file), so a resume verifies it as it verifies a real one."""
         self._check()
-        Path(path).mkdir(parents=True, exist_ok=True)
-        (Path(path) / f"{shard}.json").write_text(json.dumps({"train_steps": self.records.steps}))
+        p = Path(path)
+        p.mkdir(parents=True, exist_ok=True)
+        state = {"train_steps": self.records.steps}
+        if shard == "rank_0":
+            import torch
+            import torch.distributed.checkpoint as dcp
+
+            from nous_ray.train.checkpoint import STATE_FILE
+
+            dcp.save({"stand_in": torch.zeros(1)}, checkpoint_id=str(p), no_dist=True)
+            (p / STATE_FILE).write_text(json.dumps(state))
+        (p / f"{shard}.json").write_text(json.dumps(state))
         return path
 
     async def load_checkpoint(self, path: str, shard: str = "rank_0") -> dict:
