@@ -1,8 +1,9 @@
 """The rollout worker: a Ray actor owning one vLLM engine (logic in :mod:`nous_ray.rollout`).
 
 An async actor: concurrent ``generate`` calls share the engine's running batch, and
-``update_weights`` lands between engine steps once the running requests have finished, so every
-sample comes from one policy version. See :mod:`nous_ray.rollout.engine` for why the engine is the
+``update_weights`` lands between engine steps: at once, running requests continuing under the new
+weights (``rollout.weight_update=inflight``), or once they have finished (``drain``).
+See :mod:`nous_ray.rollout.engine` for why the engine is the
 in-process ``LLMEngine`` rather than vLLM's ``AsyncLLM``.
 """
 
@@ -70,7 +71,7 @@ class RolloutWorker:
                     model_path, cfg, dtype, seed, version = self._args
                     self._stream = StreamingEngine(
                         build_engine(model_path, cfg, dtype=dtype, seed=seed, hf_overrides=self._hf_overrides),
-                        version)
+                        version, weight_update=cfg.weight_update)
         return self._stream
 
     async def ready(self) -> int:
@@ -88,6 +89,10 @@ class RolloutWorker:
     async def version(self) -> int:
         return (await self._engine()).version
 
+    async def stats(self) -> dict:
+        """The engine's steps, seconds stepping and loading weights (busy fractions in benchmarks)."""
+        return (await self._engine()).stats()
+
     async def generate(self, prompts: list[list[int]], n: int = 1, sampling: dict | None = None, *,
                        problem_ids: list[str] | None = None, group_ids: list[int] | None = None,
                        issued_step: int = 0):
@@ -104,7 +109,8 @@ class RolloutWorker:
         """Object-store transport: load the buckets (``ObjectRef``s of
         :class:`~nous_ray.weight_sync.buckets.Bucket`, or buckets) in place as ``version``, fetching
         each as the engine loads it. Dropped, never fetched, if a later update arrives while this one
-        waits for the running requests. Returns the update's summary with ``peak_held_bytes`` (bucket
+        waits for its turn (an update in progress, or the running requests when draining). Returns
+        the update's summary with ``peak_held_bytes`` (bucket
         bytes alive at once) and ``largest_bucket_bytes``."""
         from nous_ray.rollout.weights import load_from_store
         from nous_ray.weight_sync.object_store import HeldBytes
@@ -141,7 +147,8 @@ class RolloutWorker:
 
     async def update_weights_nccl(self, version: int, payload, reset: bool = False) -> dict:
         """Receive learner rank 0's broadcast and load it as ``version``, bucket by bucket as it
-        arrives (after the running requests finish). ``payload``: the bucket tables
+        arrives (between two engine steps; when draining, after the running requests finish).
+        ``payload``: the bucket tables
         (``plan_buckets``) for a one-GPU engine, vLLM's ``update_info`` for a larger one. Never
         dropped: the sender is already broadcasting to every member of the group."""
         if self._nccl is None:

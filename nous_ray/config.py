@@ -89,6 +89,13 @@ class RolloutConfig:
     # engine batches the concurrent calls (continuous batching), so this caps one engine's batch at
     # this many groups x rollout.group_size sequences.
     max_prompts_per_worker: int = 16
+    # How an engine takes new weights (nous_ray/rollout/stream.py). "inflight": between two engine
+    # steps; running requests keep their KV cache and continue under the new weights, each response
+    # token recording the policy version that sampled it (a sample's staleness counts from its oldest
+    # token). "drain": stop admitting, let every running request finish, then load (every sample from
+    # one version; engines idle while their longest response finishes). The planner's stand-in
+    # engines (nous_ray/sim) follow this key too.
+    weight_update: str = "inflight"
 
 
 @dataclass
@@ -329,9 +336,7 @@ class SimConfig:
     sync_bandwidth_gb_s: float = 40.0
     sync_overhead_s: float = 2.0  # [assume] FSDP gather to rank 0, bucket packing
     engine_load_gb_s: float = 100.0  # [assume] buckets into the engine's weights (device copies)
-    # How an engine takes new weights: "drain" (what nous_ray/rollout/stream.py does today: stop
-    # admitting, finish every running request, load) or "inflight" (load between two decode steps).
-    weight_update: str = "drain"
+    # How an engine takes new weights: rollout.weight_update (drain | inflight), as the real engines.
     # ---- one machine for every role (the CPU default) ----
     # Cores all roles share (0 = each role on its own hardware, as on a GPU cluster), and the runnable
     # threads of other work there (driver, Ray, other users); see nous_ray/sim/host.py.
@@ -486,8 +491,8 @@ def validate(cfg: Config) -> None:
     need(cfg.trainer.prompts_per_step % cfg.learner.minibatches == 0, "learner.minibatches",
          f"must divide trainer.prompts_per_step ({cfg.trainer.prompts_per_step})")
     need(cfg.rollout.max_prompts_per_worker >= 1, "rollout.max_prompts_per_worker", "must be >= 1")
-    need(cfg.sim.weight_update in ("drain", "inflight"), "sim.weight_update",
-         f"unknown weight update {cfg.sim.weight_update!r} (drain | inflight)")
+    need(cfg.rollout.weight_update in ("inflight", "drain"), "rollout.weight_update",
+         f"unknown weight update {cfg.rollout.weight_update!r} (inflight | drain)")
     stages = cfg.algo.context_schedule
     need(len(stages) >= 1 and stages[0].step == 0, "algo.context_schedule", "first stage must start at step 0")
     need(all(a.step < b.step for a, b in zip(stages, stages[1:])), "algo.context_schedule",

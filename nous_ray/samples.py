@@ -38,7 +38,29 @@ class Sample:
     advantage: float = 0.0
     # The step the request was issued at (sets its max response length via the context schedule).
     issued_step: int = 0
+    version_starts: list[tuple[int, int]] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
+
+    def version_spans(self) -> list[tuple[int, int, int]]:
+        """``(version, start, end)``: response tokens ``[start, end)`` were sampled by ``version``."""
+        n = len(self.response_ids)
+        if not self.version_starts:
+            return [(self.version, 0, n)]
+        ends = [start for _, start in self.version_starts[1:]] + [n]
+        return [(v, start, end) for (v, start), end in zip(self.version_starts, ends)]
+
+    def token_versions(self) -> list[int]:
+        """The policy version that sampled each response token."""
+        return [v for v, start, end in self.version_spans() for _ in range(end - start)]
+
+    @property
+    def newest_version(self) -> int:
+        return self.version_starts[-1][0] if self.version_starts else self.version
+
+    @property
+    def spans_versions(self) -> bool:
+        """Whether a weight update landed while this response was being sampled."""
+        return len(self.version_starts) > 1
 
     @property
     def truncated(self) -> bool:

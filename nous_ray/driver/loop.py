@@ -8,7 +8,7 @@ Three kinds of coroutines share one event loop:
 - one *verification task* per group: judges it, scores it (advantages, overlong filtering, dynamic
   sampling) and puts useful groups into the :class:`BatchBuffer`;
 - the *trainer*: waits until a batch of useful groups is ready, trains, publishes the new weights to
-  the rollout workers (who load them between requests), logs, checkpoints, repeats.
+  the rollout workers (who load them between engine steps), logs, checkpoints, repeats.
 
 What is counted: a *training step* trains one batch and publishes one new *policy version*
 (``Driver.step`` is both: training steps done = the version the learners hold); it is
@@ -351,7 +351,8 @@ class Driver:
     async def _publish(self, reset: bool = False) -> None:
         """Send the learner's weights to every rollout worker as version ``self.step``.
 
-        Each worker loads them between requests (queued behind its current one).
+        Each worker loads them between engine steps (``rollout.weight_update=inflight``: its running
+        requests go on under the new weights) or once its running requests finish (``drain``).
         ``reset``: this run's first sync; the workers may hold a higher version from an earlier run
         (a restarted job, or workers reused across runs), which this one replaces.
         """
@@ -373,10 +374,10 @@ class Driver:
                 break
             t_ready = self._now()
             samples = [s for g in batch for s in g.samples]
-            staleness = [self.step - s.version for s in samples]
             stats, self._stats = self._stats, StepStats()
+            trained_at = self.step  # the policy version the batch trains at (staleness counts from it)
             metrics = await self._learner("the train step", self.w.learner.train_step(
-                samples, self.cfg.rollout.sampling.temperature, self.step))
+                samples, self.cfg.rollout.sampling.temperature, trained_at))
             t_trained = self._now()
             self.step += 1
             await self._learner("the weight publish", self._publish())
@@ -385,7 +386,7 @@ class Driver:
             checked = await self._check_sync(samples[0]) if self.cfg.weight_sync.verify_after_sync else {}
             evaluated = await self._maybe_evaluate()
             row = step_metrics(
-                samples, staleness, stats, self.counters,
+                samples, trained_at, stats, self.counters,
                 filtered_groups=self.counters.filtered_groups - filtered_before,
                 waits=Waits(self._waits.generation_s - waits_before.generation_s,
                             self._waits.verification_s - waits_before.verification_s),
@@ -507,7 +508,8 @@ class Driver:
         d.mkdir(exist_ok=True)
         with open(d / f"step_{self.step:06d}.jsonl", "w") as f:
             for s in samples[:n]:
-                f.write(json.dumps({"problem_id": s.problem_id, "version": s.version, "verdict": s.verdict,
+                f.write(json.dumps({"problem_id": s.problem_id, "version": s.version,
+                                    "version_starts": s.version_starts, "verdict": s.verdict,
                                     "reward": s.reward, "advantage": s.advantage,
                                     "finish_reason": s.finish_reason, "text": s.text}) + "\n")
 

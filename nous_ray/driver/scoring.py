@@ -106,6 +106,23 @@ def score_group(samples: list[Sample], algo: AlgoConfig, counters: Counters) -> 
     return ScoredGroup(kept, useful=True, truncated=cut)
 
 
+def staleness_stats(samples: list[Sample], learner_version: int) -> dict:
+    """Staleness of a trained batch at ``learner_version``: per sample from its oldest token
+    (``staleness_*``, what the bound applies to), per response token from the version that sampled it
+    (``token_staleness_*``; the max equals ``staleness_max``), and ``spanning_frac``, the fraction of
+    samples whose tokens come from more than one version (in-flight weight updates)."""
+    per_sample = [learner_version - s.version for s in samples]
+    tokens = sum(len(s.response_ids) for s in samples)
+    token_sum = sum((learner_version - v) * (end - start) for s in samples for v, start, end in s.version_spans())
+    return {
+        "staleness_mean": sum(per_sample) / len(per_sample),
+        "staleness_max": max(per_sample),
+        "token_staleness_mean": token_sum / tokens if tokens else None,
+        "token_staleness_max": max(per_sample),
+        "spanning_frac": sum(s.spans_versions for s in samples) / len(samples),
+    }
+
+
 class BatchBuffer:
     """Useful groups waiting for the learners, oldest first, with the staleness bound enforced.
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from nous_ray.driver.scoring import Counters
+from nous_ray.driver.scoring import Counters, staleness_stats
 from nous_ray.samples import Sample
 
 _TINY = 1e-9  # divides by a duration that may be 0 on a virtual clock
@@ -58,13 +58,14 @@ class StepTimes:
         return self.end - self.start
 
 
-def step_metrics(samples: list[Sample], staleness: list[int], stats: StepStats, counters: Counters, *,
+def step_metrics(samples: list[Sample], policy_version: int, stats: StepStats, counters: Counters, *,
                  filtered_groups: int, waits: Waits, waits_total_s: float, allowed_s: float, times: StepTimes,
                  max_response_tokens: int, worker_restarts: int, learner: dict[str, Any]) -> dict[str, Any]:
     """The metrics of one training step.
 
     Args:
-        samples: the batch trained on (non-empty); ``staleness``: each one's, in policy versions.
+        samples: the batch trained on (non-empty); ``policy_version``: the learner's version it trains
+            at (staleness counts from it: :func:`nous_ray.driver.scoring.staleness_stats`).
         stats: what finished since the previous step (verifications, calls).
         counters: where every sample went, totals of the run.
         filtered_groups: groups dynamic sampling dropped during this step.
@@ -92,8 +93,7 @@ def step_metrics(samples: list[Sample], staleness: list[int], stats: StepStats, 
         "learner_wait_verification_s": waits.verification_s,
         "learner_idle_frac_total": waits_total_s / max(times.end - times.run_start, _TINY),
         "rollout_allowed_frac": allowed_s / wall,
-        "staleness_mean": sum(staleness) / len(staleness),
-        "staleness_max": max(staleness),
+        **staleness_stats(samples, policy_version),
         "max_response_tokens": max_response_tokens,
         "time_generate_call_s": stats.generate_s / stats.generate_calls if stats.generate_calls else None,
         "time_verify_group_s": stats.verify_s / stats.verify_calls if stats.verify_calls else None,

@@ -20,13 +20,30 @@ def token_logprobs(token_ids, logprobs, where: str) -> list[float]:
     return out
 
 
+def version_starts(spans, n_tokens: int, where: str) -> list[tuple[int, int]]:
+    """vLLM's ``CompletionOutput.weight_versions`` (``WeightVersionSpan(version, start, end)``, the labels
+    given to ``LLMEngine.set_weight_version``) -> ``[(version, first token index)]``; empty when vLLM
+    reported none (no tokens)."""
+    if not spans:
+        if n_tokens:
+            raise ValueError(f"{where}: {n_tokens} tokens but no weight-version spans "
+                             f"(set_weight_version never called?)")
+        return []
+    out = [(int(s.version), int(s.start)) for s in spans]
+    if out[0][1] != 0 or spans[-1].end != n_tokens or any(a[0] > b[0] for a, b in zip(out, out[1:])):
+        raise ValueError(f"{where}: weight-version spans {spans} do not cover {n_tokens} tokens in version order")
+    return out
+
+
 def to_samples(
     output, *, version: int, problem_id: str = "", group_id: int = 0, issued_step: int = 0
 ) -> list[Sample]:
     """One finished ``vllm.RequestOutput`` (``n`` completions of one prompt) -> ``n`` samples.
 
     ``finish_reason`` is ``"stop"`` (end-of-sequence or a stop string) or ``"length"``
-    (``max_tokens`` or the context limit).
+    (``max_tokens`` or the context limit). Each sample's versions come from vLLM's per-token
+    weight-version spans; ``version`` is the engine's when the request was admitted, used for a
+    completion without tokens.
     """
     if not output.finished:
         raise ValueError(f"request {output.request_id}: not finished")
@@ -36,6 +53,7 @@ def to_samples(
         ids = list(c.token_ids)
         if c.finish_reason not in ("stop", "length"):
             raise RuntimeError(f"request {output.request_id}: completion {c.index} ended with {c.finish_reason!r}")
+        starts = version_starts(getattr(c, "weight_versions", None), len(ids), f"request {output.request_id}")
         samples.append(
             Sample(
                 problem_id=problem_id,
@@ -44,9 +62,10 @@ def to_samples(
                 response_ids=ids,
                 logprobs=token_logprobs(ids, c.logprobs, f"request {output.request_id}"),
                 finish_reason=c.finish_reason,
-                version=version,
+                version=starts[0][0] if starts else version,
                 text=c.text or "",
                 issued_step=issued_step,
+                version_starts=starts if len(starts) > 1 else [],
             )
         )
     return samples

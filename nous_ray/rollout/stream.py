@@ -1,23 +1,36 @@
 """An in-process vLLM engine driven from an asyncio loop: concurrent ``generate`` calls share one
 running batch (continuous batching), and weight updates happen between engine steps.
 
-Every sample comes from exactly one policy version: an update stops admitting requests, waits for
-the running ones to finish, loads the weights, then admits again. The engine steps on the event
-loop's own thread (a step is milliseconds to tens of milliseconds), so nothing else touches the
-engine concurrently and no lock is needed; the loop yields between steps to take new calls. A weight
-load runs in a worker thread while the engine is drained and admits nothing, so a transfer that
-blocks (fetching the next bucket, a NCCL receive) does not stall the loop.
+The engine steps on the event loop's own thread (a step is milliseconds to tens of milliseconds), so
+nothing else touches the engine concurrently and no lock is needed; the loop yields between steps to
+take new calls. A weight load runs in a worker thread (a transfer may block: fetching the next bucket,
+a NCCL receive) while the engine neither steps nor admits, so the loop stays free.
+
+Two ways to take new weights (``rollout.weight_update``):
+
+- ``inflight`` (PipelineRL's way): at the next step boundary stepping stops (vLLM's scheduler paused,
+  batches already queued on the device finished), the weights load in place, the prefix cache forgets
+  every block of the old weights, and stepping resumes: running requests keep their KV cache and go
+  on under the new weights. vLLM labels each output token with the weight version set when it was
+  sampled (``LLMEngine.set_weight_version``; ``CompletionOutput.weight_versions``), so every sample
+  records which version sampled each of its tokens, and its behaviour log-probs are those of the
+  distribution each token was actually drawn from (the new weights reading the KV the old ones wrote,
+  for tokens after the update).
+- ``drain``: an update stops admitting requests, waits for the running ones to finish, loads, then
+  admits again: every sample comes from exactly one version, and the engine idles while its longest
+  response finishes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from typing import Any, Callable, Sequence
 
 from nous_ray.rollout.outputs import scored_logprobs, to_samples
 from nous_ray.rollout.sampling import make_sampling_params, make_scoring_params
-from nous_ray.rollout.weights import reset_prefix_cache
+from nous_ray.rollout.weights import pause_scheduling, reset_prefix_cache, resume_scheduling
 from nous_ray.samples import Sample
 
 
@@ -52,9 +65,16 @@ def _run_and_sync(fn: Callable[[Any], Any], engine) -> Any:
 class StreamingEngine:
     """Wraps an in-process ``LLMEngine``; all methods must run on one asyncio event loop."""
 
-    def __init__(self, engine, version: int = 0):
+    def __init__(self, engine, version: int = 0, *, weight_update: str):
+        if weight_update not in ("inflight", "drain"):
+            raise ValueError(f"rollout.weight_update: unknown {weight_update!r} (inflight | drain)")
         self.engine = engine
         self.version = version
+        self.weight_update = weight_update
+        engine.set_weight_version(str(version))  # vLLM labels every output token with it
+        self.steps = 0  # engine steps run
+        self.step_s = 0.0  # time spent in them (the engine busy)
+        self.load_s = 0.0  # time spent loading weights
         self.max_model_len = engine.model_config.max_model_len
         self._ids = itertools.count()
         self._pending: dict[str, asyncio.Future] = {}
@@ -63,6 +83,8 @@ class StreamingEngine:
         self._admitting.set()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._stepping = asyncio.Event()  # cleared while an in-flight update loads
+        self._stepping.set()
         self._update_lock = asyncio.Lock()
         self._tickets = itertools.count()
         self._newest = -1
@@ -75,8 +97,9 @@ class StreamingEngine:
 
         while not self._admitting.is_set():  # set again, an update may have closed it before we resumed
             await self._admitting.wait()
-        # Admitted: no update loads weights until these requests finish, so this is the version
-        # that generates them (read before the wait, it could be the one the update replaces).
+        # Admitted. Draining, no update loads weights until these requests finish, so this is the
+        # version that generates them (read before the wait, it could be the one the update replaces);
+        # in flight, each token's own version comes with the output and this is only a fallback.
         version = self.version
         loop = asyncio.get_running_loop()
         futs, added = [], []
@@ -107,15 +130,24 @@ class StreamingEngine:
         else:
             self._idle.set()
 
+    def _deliver(self, outputs) -> None:
+        for out in outputs:
+            if out.finished:
+                fut = self._pending.pop(out.request_id, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(out)
+
     async def _step_loop(self) -> None:
         try:
             while self._pending:
-                for out in self.engine.step():
-                    if out.finished:
-                        fut = self._pending.pop(out.request_id, None)
-                        if fut is not None and not fut.done():
-                            fut.set_result(out)
-                await asyncio.sleep(0)  # let new calls in between steps
+                if not self._stepping.is_set():
+                    await self._stepping.wait()
+                    continue
+                t0 = time.perf_counter()
+                self._deliver(self.engine.step())
+                self.step_s += time.perf_counter() - t0
+                self.steps += 1
+                await asyncio.sleep(0)  # let new calls (and updates) in between steps
         except BaseException as e:  # fail every waiter rather than hang them
             pending, self._pending = self._pending, {}
             if pending:
@@ -171,20 +203,35 @@ class StreamingEngine:
         return scored_logprobs(out, len(prompt_ids))
 
     # ---- weights --------------------------------------------------------------------------
-    async def _exclusive(self, fn: Callable[[Any], Any], superseded: Callable[[], bool] = lambda: False):
-        """Run ``fn(engine)`` in a thread once the engine has no running request, admitting none
-        meanwhile; calls queue in arrival order. Returns ``_SUPERSEDED`` without running ``fn`` if
-        ``superseded()`` turns true before it starts."""
+    async def _exclusive(self, fn: Callable[[Any], Any], superseded: Callable[[], bool] = lambda: False,
+                         drain: bool = True, commit: Callable[[Any], None] = lambda out: None):
+        """Run ``fn(engine)`` in a thread while the engine admits nothing, then ``commit(its result)``
+        before anything else runs on the engine; calls queue in arrival order. ``drain``: once no
+        request runs; else between two steps, running requests paused (see the module doc). Returns
+        ``_SUPERSEDED`` without running ``fn`` if ``superseded()`` turns true before it starts."""
         self._queued += 1
         try:
             async with self._update_lock:
                 if superseded():
                     return _SUPERSEDED
                 self._admitting.clear()
-                await self._idle.wait()
-                if superseded():
-                    return _SUPERSEDED
-                return await asyncio.to_thread(_run_and_sync, fn, self.engine)
+                if drain:
+                    await self._idle.wait()
+                    if superseded():
+                        return _SUPERSEDED
+                    out = await asyncio.to_thread(_run_and_sync, fn, self.engine)
+                    commit(out)
+                    return out
+                self._stepping.clear()
+                try:
+                    for outputs in pause_scheduling(self.engine):
+                        self._deliver(outputs)
+                    out = await asyncio.to_thread(_run_and_sync, fn, self.engine)
+                    commit(out)
+                    return out
+                finally:
+                    resume_scheduling(self.engine)
+                    self._stepping.set()
         finally:
             self._queued -= 1
             if not self._queued:  # a call queued behind this one keeps admission closed
@@ -197,9 +244,11 @@ class StreamingEngine:
     async def update_weights(self, version: int, load: Callable[[Any], int], *, reset: bool = False,
                              droppable: bool = True) -> dict:
         """Load new weights as ``version``: updates queue in arrival order; at its turn an update
-        stops admitting requests, waits for the running ones to finish, runs ``load(engine)`` (in a
-        thread, since it may block on transfers; it returns the tensor count), resets the prefix
-        cache and records ``version``. Versions only move forward, except with ``reset`` (a new
+        stops admitting requests and, per ``weight_update``, waits for the running ones to finish
+        (``drain``) or for the step in progress (``inflight``), runs ``load(engine)`` (in a thread,
+        since it may block on transfers; it returns the tensor count), makes sure no request reuses
+        KV of the old weights (:func:`reset_prefix_cache`) and records ``version`` (and labels the
+        tokens sampled from now on with it). Versions only move forward, except with ``reset`` (a new
         run's first sync, whose versions start again at its resumed step).
 
         A ``droppable`` update that a later one supersedes before it starts loading is dropped,
@@ -215,16 +264,26 @@ class StreamingEngine:
         self._newest = ticket
 
         def load_and_reset(engine) -> int:
+            t0 = time.perf_counter()
             count = int(load(engine))
             reset_prefix_cache(engine)  # cached KV blocks were computed with the old weights
+            self.load_s += time.perf_counter() - t0
             return count
 
-        count = await self._exclusive(load_and_reset, lambda: droppable and ticket != self._newest)
+        def commit(_) -> None:  # before any step runs or any request is admitted
+            self.version = version
+            self.engine.set_weight_version(str(version))
+
+        count = await self._exclusive(load_and_reset, lambda: droppable and ticket != self._newest,
+                                      drain=self.weight_update == "drain", commit=commit)
         if count is _SUPERSEDED:
             return {"loaded": False, "tensors": 0, "version": self.version}
-        self.version = version  # before any admitted request runs: admission resumes after this task yields
         return {"loaded": True, "tensors": count, "version": version}
 
     @property
     def num_running(self) -> int:
         return len(self._pending)
+
+    def stats(self) -> dict:
+        """Engine steps run, seconds spent in them and in weight loads, since the engine started."""
+        return {"steps": self.steps, "step_s": self.step_s, "load_s": self.load_s, "version": self.version}

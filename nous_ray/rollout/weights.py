@@ -22,7 +22,7 @@ parameter but keeps its own packed copy, so we re-tie it and re-run its processi
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import torch
 
@@ -95,11 +95,49 @@ def load_tensors(engine, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> i
     return int(count)
 
 
+def _engine_core(engine):
+    """The ``EngineCore`` of an in-process ``LLMEngine`` (``InprocClient``: the scheduler lives in this
+    process whatever the executor, see nous_ray/rollout/engine.py)."""
+    core = getattr(engine.engine_core, "engine_core", None)
+    if core is None or not hasattr(core, "scheduler"):
+        raise RuntimeError("in-flight weight update: the engine core is not in this process "
+                           "(VLLM_ENABLE_V1_MULTIPROCESSING must be 0); use rollout.weight_update=drain")
+    return core
+
+
 def reset_prefix_cache(engine) -> None:
-    """Drop cached KV blocks: they were computed with the old weights."""
-    if not engine.reset_prefix_cache():
-        # vLLM refuses while requests run; the caller must drain first (stale KV would be reused).
-        raise RuntimeError("weight update: the engine refused to reset its prefix cache (requests running?)")
+    """Make sure no request reuses KV blocks computed with the old weights.
+
+    Without running requests vLLM drops its whole prefix cache. With running requests (an in-flight
+    update) it refuses (``BlockPool.reset_prefix_cache``), so every block leaves the prefix-cache table
+    instead (``BlockPool.evict_blocks``: blocks in use stay with their requests, which keep their KV;
+    free ones become plain free blocks): no request, waiting or new, can hit a block of the old weights.
+    """
+    if engine.reset_prefix_cache():
+        return
+    pool = _engine_core(engine).scheduler.kv_cache_manager.block_pool
+    pool.evict_blocks(set(range(len(pool.blocks))))
+    if len(pool.cached_block_hash_to_block):
+        raise RuntimeError("weight update: blocks of the old weights are still in the engine's prefix cache")
+
+
+def pause_scheduling(engine) -> Iterator[list]:
+    """Stop scheduling new work (vLLM's ``PAUSED_ALL``, the state of ``pause_scheduler(mode="keep")``):
+    yields the outputs of batches already in flight (async scheduling keeps one queued on GPU) until
+    none is, so new weights load on an idle device and every token is labelled with the weights that
+    sampled it. Running requests keep their KV cache. :func:`resume_scheduling` undoes it."""
+    from vllm.v1.core.sched.interface import PauseState
+
+    core = _engine_core(engine)
+    core.scheduler.set_pause_state(PauseState.PAUSED_ALL)
+    while core.batch_queue:
+        yield engine.step()
+
+
+def resume_scheduling(engine) -> None:
+    from vllm.v1.core.sched.interface import PauseState
+
+    _engine_core(engine).scheduler.set_pause_state(PauseState.UNPAUSED)
 
 
 def join_weight_transfer(engine, init_info: dict, rejoin: bool = False) -> None:

@@ -8,7 +8,7 @@ A step's duration comes from :class:`~nous_ray.sim.cost.CostModel` for the batch
 reads. Between two events (an arrival, a completion, a preemption, a chunk of steps) the batch is fixed,
 so time advances event to event, not token by token: a 40k-token response costs a few events.
 
-Weight updates follow ``sim.weight_update``: ``drain`` (today's engine: stop admitting, finish every
+Weight updates follow ``rollout.weight_update``, as the real engine: ``drain`` (stop admitting, finish every
 submitted request, load) or ``inflight`` (load between two steps; running sequences go on).
 
 The engine records its own time (:class:`EngineRecords`): busy (sequences queued or running), loading
@@ -146,7 +146,7 @@ class SimEngine:
         self._check_alive()
         load = self.cost.sync_engine_s()
         async with self._update_lock:
-            if self.cost.sim.weight_update == "inflight":
+            if self.cost.cfg.rollout.weight_update == "inflight":
                 now = self.clock.now()
                 self._advance(now)
                 start = max(now, self._stall_until)

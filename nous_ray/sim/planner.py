@@ -79,7 +79,7 @@ def _static_report(cost: CostModel) -> dict:
                    "prompts_per_step": cfg.trainer.prompts_per_step, "group_size": cfg.rollout.group_size,
                    "max_off_policy_steps": cfg.trainer.max_off_policy_steps,
                    "max_prompts_per_worker": cfg.rollout.max_prompts_per_worker,
-                   "weight_update": cfg.sim.weight_update},
+                   "weight_update": cfg.rollout.weight_update},
         "memory_gb_per_gpu": cost.memory_gb_per_gpu(),
         "memory": {"learner": lm, "rollout": {**em, "kv_capacity_seqs": int(em["kv_capacity_tokens"] / ctx),
                                               "at_context_tokens": int(ctx)}},

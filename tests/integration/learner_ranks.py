@@ -148,7 +148,7 @@ class Receiver:
         from nous_ray.rollout.stream import StreamingEngine
 
         cfg = RolloutConfig(max_model_len=max_model_len, kv_cache_memory_bytes=64 * 2**20)
-        self.stream = StreamingEngine(build_engine(model_dir, cfg, dtype="float32"))
+        self.stream = StreamingEngine(build_engine(model_dir, cfg, dtype="float32"), weight_update=cfg.weight_update)
 
     async def score(self, prompt_ids: list[int], response_ids: list[int]) -> list[float]:
         return await self.stream.score(prompt_ids, response_ids)

@@ -77,15 +77,42 @@ def _assert_accounted(summary):
 
 
 def test_staleness_bound_and_accounting(system, tmp_path):
+    """In-flight weight updates (the default): responses that span an update train; staleness counts
+    from each sample's oldest token, the bound holds for every token, and the step's staleness
+    metrics are exactly those of the samples the learners got."""
     cfg = _cfg(tmp_path, "trainer.steps=6", "trainer.max_off_policy_steps=1", "trainer.checkpoint_every=0",
                "weight_sync.verify_after_sync=true")
-    driver, summary, _, lines = _run(cfg, system, tmp_path)
+    assert cfg.rollout.weight_update == "inflight"
+    learner = system[0].learner
+    trained = []  # (policy version, samples) per train step, as the learners got them
+
+    async def recording_train_step(samples, temperature=1.0, policy_version=None):
+        trained.append((policy_version, list(samples)))
+        return await type(learner).train_step(learner, samples, temperature, policy_version)
+
+    learner.train_step = recording_train_step
+    try:
+        driver, summary, _, lines = _run(cfg, system, tmp_path)
+    finally:
+        del learner.train_step
     assert summary["step"] == 6
     rows = read_metrics(tmp_path)
     # After every publish the engine scores a trained response as the learner does (float32).
     assert all(r["sync_logprob_diff_max"] < 1e-4 for r in rows)
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
     assert max(r["staleness_max"] for r in rows) <= 1
+    assert [v for v, _ in trained] == [0, 1, 2, 3, 4, 5]
+    for row, (v, samples) in zip(rows, trained):
+        token_versions = [t for s in samples for t in s.token_versions()]
+        assert all(v - 1 <= t <= v for t in token_versions)  # the bound holds for every token
+        assert all(s.version == min(s.token_versions()) for s in samples)
+        assert row["staleness_mean"] == pytest.approx(sum(v - s.version for s in samples) / len(samples))
+        assert row["token_staleness_mean"] == pytest.approx(sum(v - t for t in token_versions) / len(token_versions))
+        assert row["token_staleness_max"] == row["staleness_max"] == max(v - t for t in token_versions)
+        assert row["spanning_frac"] == pytest.approx(sum(len(set(s.token_versions())) > 1 for s in samples)
+                                                     / len(samples))
+    # Long random responses outlive a step: some trained responses were sampled by two versions.
+    assert any(s.spans_versions for _, samples in trained for s in samples)
     # 4 groups of 4 per step, less the truncated responses (overlong filtering leaves them out).
     assert [r["count/trained"] for r in rows] == list(itertools.accumulate(r["batch_samples"] for r in rows))
     assert all(0 < r["batch_samples"] <= 16 for r in rows)
@@ -117,14 +144,29 @@ def test_a_killed_rollout_worker_is_replaced_and_counts_add_up(system, tmp_path,
 
 
 def test_stop_then_resume_continues_at_the_next_step_and_data_position(system, tmp_path):
+    """The stop comes in the middle of a weight update (the engines loading step 3's weights in flight,
+    with responses running): the step finishes, and a resume loses nothing."""
     cfg = _cfg(tmp_path, "trainer.steps=50", "trainer.checkpoint_every=0")
+    sync = system[0].sync
+    mid_update = []
 
-    async def stop_after_step_3(driver):
-        while driver.step < 3:
-            await asyncio.sleep(0.02)
-        driver.request_stop()  # what Ctrl-C and `ray job stop` (SIGINT/SIGTERM) do
+    async def stopping_publish(version, reset=False):
+        loads = await type(sync).publish(sync, version, reset)
+        if version == 3 and stopping_publish.driver is not None:
+            mid_update.append(sum(not t.done() for t in loads.values()))
+            stopping_publish.driver.request_stop()  # what Ctrl-C and `ray job stop` (SIGINT/SIGTERM) do
+        return loads
 
-    first, summary, _, lines = _run(cfg, system, tmp_path, during=stop_after_step_3)
+    async def arm(driver):
+        stopping_publish.driver = driver
+
+    stopping_publish.driver = None
+    sync.publish = stopping_publish
+    try:
+        first, summary, _, lines = _run(cfg, system, tmp_path, during=arm)
+    finally:
+        del sync.publish
+    assert mid_update == [1]  # the engine was still loading when the stop came
     k = summary["step"]
     assert 3 <= k < 50
     ckpt = latest_checkpoint(tmp_path)

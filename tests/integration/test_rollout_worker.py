@@ -32,7 +32,9 @@ def setup(request, ray_cluster, tmp_path_factory):
     model_dir = build_tiny_model_dir(
         ModelConfig(tie_word_embeddings=tied, tiny_layers=4), tmp_path_factory.mktemp(request.param) / "model"
     )
-    cfg = RolloutConfig(max_model_len=512, kv_cache_memory_bytes=64 * 2**20)
+    # Draining engines: the update tests below are about drain's semantics (in flight:
+    # tests/integration/test_inflight_update.py).
+    cfg = RolloutConfig(max_model_len=512, kv_cache_memory_bytes=64 * 2**20, weight_update="drain")
     worker = RolloutWorker.options(**rollout_actor_options(cfg)).remote(str(model_dir), cfg, dtype="float32")
     assert ray.get(worker.ready.remote()) == 0
     ref = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
@@ -292,7 +294,7 @@ def test_a_request_admitted_after_an_update_carries_the_new_version(setup, tmp_p
         from nous_ray.rollout.weights import load_from_store
 
         async def main():
-            se = StreamingEngine(build_engine(str(model_dir), cfg, dtype="float32"), version=0)
+            se = StreamingEngine(build_engine(str(model_dir), cfg, dtype="float32"), version=0, weight_update="drain")
             long = asyncio.ensure_future(se.generate([prompts[1]], 2, {"max_tokens": 200, "ignore_eos": True}))
             while se.num_running == 0:
                 await asyncio.sleep(0)

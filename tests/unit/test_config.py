@@ -81,3 +81,13 @@ def test_large_sequence_clip_only_when_asked():
     assert load_config(None, ["algo.loss=gspo", "algo.clip_high=0.01"]).algo.clip_high == 0.01
     assert load_config(None, ["algo.loss=dapo", "algo.clip_high=0.28"]).algo.clip_high == 0.28
     assert load_config(None, ["algo.clip_ratio_c=null"]).algo.clip_ratio_c is None
+
+
+def test_weight_update_mode_is_checked_and_in_flight_by_default():
+    assert load_config(None).rollout.weight_update == "inflight"
+    assert load_config(None, ["rollout.weight_update=drain"]).rollout.weight_update == "drain"
+    with pytest.raises(ConfigError, match=r"key 'rollout\.weight_update': unknown weight update 'drian' "
+                                          r"\(inflight \| drain\)"):
+        load_config(None, ["rollout.weight_update=drian"])
+    with pytest.raises(ConfigError, match=r"sim\.weight_update"):  # one key: the planner follows rollout's
+        load_config(None, ["sim.weight_update=drain"])

@@ -163,3 +163,39 @@ def test_gradient_with_truncated_samples_equals_the_batch_without_them():
     diluted = grad_of(every)
     share = n_tok / sum(len(s.response_ids) for s in every)
     assert diluted == pytest.approx(ref * share, rel=1e-5) and abs(diluted - ref) > 1e-3 * abs(ref)
+
+
+def _spanning(starts, n, reward):
+    """A sample of ``n`` response tokens whose versions start at ``starts`` [(version, first token)]."""
+    return Sample(problem_id="p", group_id=0, prompt_ids=[1], response_ids=list(range(n)), logprobs=[-1.0] * n,
+                  finish_reason="stop", version=starts[0][0], reward=reward,
+                  verdict="accepted" if reward == 1 else "wrong_answer",
+                  version_starts=starts if len(starts) > 1 else [])
+
+
+def test_a_sample_spanning_versions_is_as_stale_as_its_oldest_token():
+    s = _spanning([(3, 0), (4, 5), (6, 7)], 10, 1)
+    assert s.version_spans() == [(3, 0, 5), (4, 5, 7), (6, 7, 10)]
+    assert s.token_versions() == [3] * 5 + [4] * 2 + [6] * 3
+    assert (s.version, s.newest_version, s.spans_versions) == (3, 6, True)
+    plain = _spanning([(5, 0)], 4, -1)
+    assert plain.version_spans() == [(5, 0, 4)] and plain.token_versions() == [5] * 4 and not plain.spans_versions
+
+    # The bound applies to the oldest token: a group with a sample begun at version 3 is 3 behind at 6.
+    c = Counters()
+    buf = BatchBuffer(groups_per_batch=1, max_off_policy_steps=2, counters=c)
+    c.generated += 2
+    buf.add(score_group([s, plain], AlgoConfig(), c))
+    assert buf.pop_batch(learner_version=6) is None and (c.dropped_stale, c.stale_groups) == (2, 1)
+    assert c.generated == c.accounted
+
+
+def test_staleness_stats_count_tokens_by_the_version_that_sampled_them():
+    from nous_ray.driver.scoring import staleness_stats
+
+    batch = [_spanning([(3, 0), (4, 5), (6, 7)], 10, 1), _spanning([(5, 0)], 4, -1), _spanning([(6, 0)], 6, 1)]
+    got = staleness_stats(batch, learner_version=6)
+    # tokens: 5 at 3 behind, 2 at 2, 3 at 0; 4 at 1; 6 at 0 -> (15 + 4 + 0 + 4 + 0) / 20
+    assert got == {"staleness_mean": pytest.approx((3 + 1 + 0) / 3), "staleness_max": 3,
+                   "token_staleness_mean": pytest.approx(23 / 20), "token_staleness_max": 3,
+                   "spanning_frac": pytest.approx(1 / 3)}

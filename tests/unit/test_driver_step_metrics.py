@@ -20,7 +20,7 @@ def _row(stats, **kw):
                 learner={"loss": 0.25, "tokens": 12, "losses": [0.25], "note": "not a number"})
     args.update(kw)
     counters = Counters(generated=40, trained=3, filtered=12, stale_groups=2)
-    return step_metrics(samples, [0, 1, 0], stats, counters, **args)
+    return step_metrics(samples, 5, stats, counters, **args)
 
 
 def test_a_step_row_by_hand():
@@ -29,10 +29,13 @@ def test_a_step_row_by_hand():
     row = _row(stats)
     # Over the step's verified samples: 4 of 10 accepted, rewards summing to -2.
     assert row["reward_mean"] == pytest.approx(-0.2) and row["pass_rate"] == pytest.approx(0.4)
-    # Over the batch: rewards +1, -1, -1; responses of 4, 2 and 6 tokens; staleness 0, 1, 0.
+    # Over the batch: rewards +1, -1, -1; responses of 4, 2 and 6 tokens; versions 5, 4, 5 trained at
+    # version 5: staleness 0, 1, 0, and 2 of the 12 tokens one version old.
     assert row["batch_reward_mean"] == pytest.approx(-1 / 3) and row["batch_samples"] == 3
     assert row["response_len_mean"] == pytest.approx(4.0)
     assert row["staleness_mean"] == pytest.approx(1 / 3) and row["staleness_max"] == 1
+    assert row["token_staleness_mean"] == pytest.approx(2 / 12) and row["token_staleness_max"] == 1
+    assert row["spanning_frac"] == 0.0
     # 3 truncated of the 12 judged (infra errors included).
     assert row["truncated_frac"] == pytest.approx(0.25)
     # The step ran 8 s (10 -> 18), 2 of them waiting for its batch, 5 training, 1 publishing.

@@ -42,14 +42,16 @@ def test_sampling_params():
 
 def _out(finish=("length", "stop"), logprob_tokens=None):
     from vllm.logprobs import Logprob
-    from vllm.outputs import CompletionOutput, RequestOutput
+    from vllm.outputs import CompletionOutput, RequestOutput, WeightVersionSpan
 
     comps = []
+    # Completion 0 spans an in-flight update after its second token; completion 1 ran on version 4 only.
+    spans = {0: [WeightVersionSpan("4", 0, 2), WeightVersionSpan("5", 2, 3)], 1: [WeightVersionSpan("4", 0, 2)]}
     for idx, ids in ((1, [7, 8]), (0, [5, 6, 9])):  # out of order on purpose
         toks = logprob_tokens or ids
         lps = [{t: Logprob(logprob=-0.5 * (k + 1) - idx, rank=1)} for k, t in enumerate(toks)]
         comps.append(CompletionOutput(index=idx, text=f"t{idx}", token_ids=ids, cumulative_logprob=None,
-                                      logprobs=lps, finish_reason=finish[idx]))
+                                      logprobs=lps, finish_reason=finish[idx], weight_versions=spans[idx]))
     return RequestOutput(request_id="r1", prompt=None, prompt_token_ids=[1, 2, 3], prompt_logprobs=None,
                          outputs=comps, finished=True)
 
@@ -60,6 +62,8 @@ def test_to_samples():
     assert (b.response_ids, b.logprobs, b.finish_reason) == ([7, 8], [-1.5, -2.0], "stop")
     for s in (a, b):
         assert (s.prompt_ids, s.version, s.problem_id, s.group_id, s.issued_step) == ([1, 2, 3], 4, "p", 2, 9)
+    assert a.version_starts == [(4, 0), (5, 2)] and a.token_versions() == [4, 4, 5]
+    assert b.version_starts == [] and b.token_versions() == [4, 4]
     with pytest.raises(RuntimeError, match="completion 0 ended with 'abort'"):
         to_samples(_out(finish=("abort", "stop")), version=0)
     with pytest.raises(ValueError, match="no log-prob for token 5 at position 0"):
@@ -127,3 +131,19 @@ def test_the_recipe_runs_one_gpu_engines_and_refuses_multi_gpu_engines_without_n
     with pytest.raises(ConfigError, match="weight_sync.transport.*tensor_parallel_size=2 needs 'nccl'"):
         load_config("configs/nouscoder_14b.yaml", ["rollout.tensor_parallel_size=2", "rollout.gpus_per_worker=2",
                                                    "weight_sync.transport=object_store"])
+
+
+def test_weight_version_spans_become_version_starts():
+    from vllm.outputs import WeightVersionSpan
+
+    from nous_ray.rollout.outputs import version_starts
+
+    spans = [WeightVersionSpan("4", 0, 3), WeightVersionSpan("5", 3, 8)]
+    assert version_starts(spans, 8, "r1") == [(4, 0), (5, 3)]
+    assert version_starts(None, 0, "r1") == []
+    with pytest.raises(ValueError, match="r1: 8 tokens but no weight-version spans"):
+        version_starts(None, 8, "r1")
+    with pytest.raises(ValueError, match="r1: weight-version spans .* do not cover 9 tokens"):
+        version_starts(spans, 9, "r1")
+    with pytest.raises(ValueError, match="in version order"):
+        version_starts([WeightVersionSpan("5", 0, 3), WeightVersionSpan("4", 3, 8)], 8, "r1")

@@ -92,7 +92,7 @@ def test_kv_overflow_preempts_and_every_token_is_still_generated_once():
 
 
 def test_drain_update_waits_for_running_requests_then_loads():
-    e, cost = _engine([4000, 10])
+    e, cost = _engine([4000, 10], "rollout.weight_update=drain")
 
     async def main():
         loop = asyncio.get_running_loop()
@@ -115,7 +115,7 @@ def test_drain_update_waits_for_running_requests_then_loads():
 
 
 def test_inflight_update_pauses_running_requests_for_the_load_only():
-    e, cost = _engine([4000], "sim.weight_update=inflight")
+    e, cost = _engine([4000], "rollout.weight_update=inflight")
 
     async def main():
         first = asyncio.ensure_future(_gen(e))
